@@ -1,0 +1,43 @@
+"""The `neuralscan` command: one Typer app, one module per sub-command."""
+from __future__ import annotations
+
+import typer
+
+from .. import __version__
+
+app = typer.Typer(
+    name="neuralscan",
+    help="Find, classify and outline brain tumours in MRI, fast on CPUs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"neuralscan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Find, classify and outline brain tumours in MRI, fast on CPUs."""
+
+
+def _register() -> None:
+    # each module adds its command to `app`; imports stay light so `--help` is fast
+    from . import preprocess  # noqa: F401
+    from . import analyze  # noqa: F401
+    from . import baseline  # noqa: F401
+    from . import train  # noqa: F401
+    from . import evaluate  # noqa: F401
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,225 @@
+"""`neuralscan evaluate MODEL DATA --out DIR`: score a model bundle on labelled data and write a report folder."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from .app import app
+from .common import console, err_console, fail, friendly_errors, progress_bar
+
+SPLITS = ("train", "val", "test", "all")
+PREDICT_CHUNK = 256  # images per progress-bar step; the runner batches within a chunk
+MAX_PROBLEMS_SHOWN = 10
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@app.command(no_args_is_help=True)
+def evaluate(
+    model: str = typer.Argument(..., help="A bundle or run folder, a model.keras / model.xml inside one, or "
+                                "'bundled' / 'bundled-segmenter'."),
+    data: Path = typer.Argument(..., help="A preprocess cache folder, or raw data: a CSV manifest, a folder "
+                                "holding labels.csv, or a folder per class."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, predictions.csv, figures, report.md."),
+    engine: str = typer.Option("auto", help="auto, openvino-int8, openvino-fp32 or keras."),
+    split: str = typer.Option("val", help="Cache split to score: train, val, test or all (raw data: always all)."),
+    explain: int = typer.Option(0, min=0, help="Grad-CAM overlays for N images, most confident errors first "
+                                "(classifiers; needs the Keras model)."),
+    batch_size: int = typer.Option(32, min=1, help="Images per inference batch."),
+    bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples for the confidence intervals."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Segmenters: probability above which a pixel "
+                                    "is tumour."),
+):
+    """Accuracy and macro-F1 with confidence intervals, calibration and figures for a classifier; Dice, IoU and
+    HD95 for a segmenter. Raw data is preprocessed exactly as the model's training data was."""
+    from ..inference.bundle import ENGINES
+
+    if engine not in ENGINES:
+        raise fail(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'")
+    if split not in SPLITS:
+        raise fail(f"--split must be one of {', '.join(SPLITS)}, not '{split}'")
+    if out.exists() and not out.is_dir():
+        raise fail(f"{out}: exists and is not a folder")
+    with friendly_errors():
+        from ..inference import engine_of_file, load_bundle, make_runner
+
+        bundle = load_bundle(model)
+        if engine == "auto" and Path(model).is_file():  # a model file named explicitly picks its own engine
+            engine = engine_of_file(bundle, model) or engine
+        runner = make_runner(bundle, engine)
+        images01, labels, masks, records, data_kind = _load_data(data, bundle, split)
+        context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
+                   "data_kind": data_kind, "split": split if data_kind == "cache" else "all"}
+        if bundle.task == "classify":
+            _evaluate_classifier(runner, images01, labels, records, out, context, explain=explain,
+                                 batch_size=batch_size, n_boot=bootstrap)
+        else:
+            _evaluate_segmenter(runner, images01, masks, records, out, context, batch_size=batch_size,
+                                threshold=threshold)
+    console.print(f"report written to {out / 'report.md'}", highlight=False, soft_wrap=True)
+
+
+def _load_data(data: Path, bundle, split: str):
+    from ..errors import NeuralScanError
+    from ..inference import load_cache_for_bundle, load_images_for_bundle
+
+    problems: list[str] = []
+    if (data / "dataset.json").is_file():
+        loaded = load_cache_for_bundle(data, bundle, None if split == "all" else split, on_warning=_warn)
+        kind = "cache"
+    else:
+        loaded = load_images_for_bundle(data, bundle, on_problem=problems.append)
+        kind = "raw"
+        if problems and len(loaded[0]):
+            _warn(f"{len(problems)} file(s) skipped:")
+            for p in problems[:MAX_PROBLEMS_SHOWN]:
+                err_console.print(f"  {p}", highlight=False, soft_wrap=True)
+            if len(problems) > MAX_PROBLEMS_SHOWN:
+                err_console.print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+    if len(loaded[0]) == 0:
+        raise NeuralScanError(f"{data}: no images to evaluate" + (f" ({problems[0]})" if problems else ""))
+    return (*loaded, kind)
+
+
+def _predict(runner, images01: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+    """Outputs for every image, with a progress bar; also the wall time in seconds."""
+    t0 = time.perf_counter()
+    parts = []
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task(f"scoring ({runner.engine})", total=len(images01), rate="")
+        for start in range(0, len(images01), PREDICT_CHUNK):
+            parts.append(runner.predict(images01[start:start + PREDICT_CHUNK], batch_size=batch_size))
+            done = min(start + PREDICT_CHUNK, len(images01))
+            bar.update(task, completed=done, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.0f} img/s")
+    return np.concatenate(parts), time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------- classifier
+
+def _evaluate_classifier(runner, images01, labels, records, out: Path, context: dict, *, explain: int,
+                         batch_size: int, n_boot: int) -> None:
+    from ..errors import NeuralScanError
+    from ..evaluation import classification_report
+
+    bundle = runner.bundle
+    if labels is None:
+        raise NeuralScanError(f"{context['data']}: the images carry no labels; evaluation needs labelled images")
+    labelled = labels >= 0
+    if not labelled.all():
+        _warn(f"{int((~labelled).sum())} unlabelled image(s) left out")
+    idx = np.nonzero(labelled)[0]
+    images01, y_true = images01[idx], labels[idx]
+    records = [records[i] for i in idx]
+    if explain and bundle.path_of("keras") is None:
+        _warn(f"--explain needs the Keras model, and bundle {bundle.root} holds none (only "
+              f"{', '.join(bundle.available_engines())}); no Grad-CAM images will be written")
+        explain = 0
+    probs, seconds = _predict(runner, images01, batch_size)
+    context |= {"n_images": len(idx), "seconds": round(seconds, 3), "images_per_second": round(len(idx) / seconds, 1)}
+    groups = np.array([str(r["group"]) for r in records])
+    metrics = classification_report(out, y_true, probs, bundle.classes, records, groups=groups, n_boot=n_boot,
+                                    context=context)
+    _print_classification(metrics, context)
+    if explain:
+        _write_gradcam(runner, images01, y_true, probs, records, out / "gradcam", explain)
+
+
+def _print_classification(m: dict, context: dict) -> None:
+    def ci(v):
+        return f" [dim](95% CI {v[0]:.3f}-{v[1]:.3f})[/]" if v and v[0] is not None else ""
+
+    def num(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    console.print(f"[bold]{context['model']}[/] on {context['data']} ({context['data_kind']}, split "
+                  f"{context['split']}): {m['n']} images, engine {context['engine']}, "
+                  f"{context['images_per_second']:.0f} img/s", highlight=False, soft_wrap=True)
+    console.print(f"accuracy [bold]{num(m['accuracy'])}[/]{ci(m['accuracy_ci'])}   macro-F1 [bold]"
+                  f"{num(m['macro_f1'])}[/]{ci(m['macro_f1_ci'])}   ROC AUC {num(m['roc_auc_ovr'])}   "
+                  f"ECE {num(m['ece'])}", highlight=False, soft_wrap=True)
+    if "tumor_vs_no_tumor" in m:
+        b = m["tumor_vs_no_tumor"]
+        extra = f"tumour-type accuracy {num(m['tumor_type_accuracy'])}   " if "tumor_type_accuracy" in m else ""
+        console.print(f"{extra}tumour vs no tumour: sensitivity {num(b['sensitivity'])}, "
+                      f"specificity {num(b['specificity'])}", highlight=False, soft_wrap=True)
+    table = Table(title_justify="left")
+    table.add_column("class")
+    for col in ("sensitivity", "specificity", "precision", "F1", "support"):
+        table.add_column(col, justify="right")
+    for name, c in m["per_class"].items():
+        table.add_row(name, num(c["sensitivity"]), num(c["specificity"]), num(c["precision"]), num(c["f1"]),
+                      str(c["support"]))
+    console.print(table)
+
+
+def _write_gradcam(runner, images01, y_true, probs, records, out_dir: Path, n: int) -> None:
+    from ..evaluation import grad_cam, save_gradcam_overlays
+    from ..inference import KerasRunner, load_keras_model
+
+    classes = runner.bundle.classes
+    pred = probs.argmax(1)
+    conf = probs.max(1)
+    wrong = np.nonzero(pred != y_true)[0]
+    right = np.nonzero(pred == y_true)[0]
+    # the most confident mistakes teach the most; then the most confident correct calls for comparison
+    order = np.concatenate([wrong[np.argsort(-conf[wrong], kind="stable")],
+                            right[np.argsort(-conf[right], kind="stable")]])[:n]
+    keras_model = runner.model if isinstance(runner, KerasRunner) else load_keras_model(runner.bundle)
+    heatmaps = grad_cam(keras_model, images01[order], class_index=pred[order])
+    titles = [f"{Path(records[i]['path']).name}: true {classes[y_true[i]]}, predicted {classes[pred[i]]} "
+              f"({conf[i]:.2f})" for i in order]
+    written = save_gradcam_overlays(images01[order], heatmaps, [records[i]["path"] for i in order], out_dir, titles)
+    console.print(f"Grad-CAM for {len(written)} image(s) ({int(min(len(wrong), n))} errors) in {out_dir}",
+                  highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------- segmenter
+
+def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: dict, *, batch_size: int,
+                        threshold: float) -> None:
+    from ..errors import NeuralScanError
+    from ..evaluation import segmentation_report, segmentation_truth_rows
+
+    keep = segmentation_truth_rows([r["has_mask"] for r in records], [r["label"] for r in records])
+    if not keep.any():
+        raise NeuralScanError(f"{context['data']}: no image has a tumour mask (or the label no_tumor), so there is "
+                              "nothing to compare a segmentation with")
+    if not keep.all():
+        _warn(f"{int((~keep).sum())} image(s) without a mask and not labelled no_tumor left out (unannotated)")
+    idx = np.nonzero(keep)[0]
+    images01 = images01[idx]
+    truth = masks[idx] if masks is not None else np.zeros(images01.shape, np.uint8)
+    records = [records[i] for i in idx]
+    probs, seconds = _predict(runner, images01, batch_size)
+    context |= {"n_images": len(idx), "seconds": round(seconds, 3), "images_per_second": round(len(idx) / seconds, 1)}
+    m = segmentation_report(out, images01, truth, probs, records, spacing=[r["spacing"] for r in records],
+                            threshold=threshold, context=context)
+    _print_segmentation(m, context)
+
+
+def _print_segmentation(m: dict, context: dict) -> None:
+    def num(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    console.print(f"[bold]{context['model']}[/] on {context['data']} ({context['data_kind']}, split "
+                  f"{context['split']}): {m['n']} images ({m['n_tumor']} with tumour), engine {context['engine']}, "
+                  f"{context['images_per_second']:.0f} img/s", highlight=False, soft_wrap=True)
+    table = Table(title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [("Dice, mean", m["dice_mean"]), ("Dice, median", m["dice_median"]),
+            ("Dice, mean over tumour images", m["dice_mean_tumor"]), ("IoU, mean", m["iou_mean"]),
+            (f"HD95, median ({m['hd95_unit']})", m["hd95_median"]),
+            ("detection rate (Dice > 0.5)", m["detection_rate"]),
+            ("empty predicted empty", m["empty_mask_rate_no_tumor"]),
+            ("false-positive area on empty (px)", m["false_positive_area_px_mean"])]
+    rows += [(f"Dice, {k}", v) for k, v in m["dice_per_class"].items()]
+    for name, v in rows:
+        table.add_row(name, num(v))
+    console.print(table)

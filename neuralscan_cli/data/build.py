@@ -1,0 +1,292 @@
+"""Turning scan sources into a dataset cache: read, preprocess in parallel, find duplicates, group, split.
+
+Reruns are incremental: every cache row records a key made of its file's path, size and modification time
+and the preprocessing parameters; a rerun into the same folder takes unchanged files' rows from the existing
+cache and reads only added or changed files, then reassembles the arrays (cheap) so duplicate detection and
+splits always see everything.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..io import ScanReadError, read_scan
+from ..io.base import one_line
+from ..preprocess import PreprocessConfig, preprocess_image
+from .cache import CacheError, DatasetCache, write_cache
+from .dedup import merge_groups, near_duplicate_pairs, thumbnail
+from .sources import SourceError, SourceItem, discover
+from .splits import SPLITS, SplitConfig, assign_splits, naive_split_leaks
+
+
+class BuildError(Exception):
+    """Nothing usable could be built (one-line message)."""
+
+
+@dataclass
+class BuildReport:
+    out: str
+    n_files: int = 0
+    n_slices: int = 0
+    n_processed: int = 0  # files read this run
+    n_reused: int = 0  # files taken from the previous run unchanged
+    n_excluded: int = 0  # files left out by the class filter
+    classes: list[str] = field(default_factory=list)
+    split_counts: dict = field(default_factory=dict)
+    duplicates: dict = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_processed / self.seconds if self.seconds > 0 else 0.0
+
+
+def _item_key(item: SourceItem, cfg: dict, axis: int, middle: int | None) -> str:
+    parts = [str(item.path)]
+    for p in (item.path, item.mask_path):
+        if p is not None:
+            st = p.stat()
+            parts += [str(p), str(st.st_size), str(st.st_mtime_ns)]
+    parts += [json.dumps(cfg, sort_keys=True), str(axis), str(middle)]
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    pix = read_scan(path)[0].pixels
+    return (pix > 0.5 * pix.max()).astype(np.uint8) if pix.max() > 0 else np.zeros(pix.shape, np.uint8)
+
+
+def process_file(item: SourceItem, cfg: PreprocessConfig, axis: int = 2, middle: int | None = None):
+    """Read and preprocess every slice of one file. Returns (images u8, masks u8, has_mask, thumbs, metas)."""
+    slices = read_scan(item.path, axis=axis, middle=middle)
+    given_mask = _read_mask(item.mask_path) if item.mask_path is not None else None
+    digest = hashlib.blake2b(item.path.read_bytes(), digest_size=12)
+    if item.mask_path is not None:
+        digest.update(item.mask_path.read_bytes())
+    images, masks, has_mask, thumbs, metas = [], [], [], [], []
+    for s in slices:
+        mask = given_mask if given_mask is not None else (
+            (s.mask > 0).astype(np.uint8) if s.mask is not None else None)
+        if mask is not None and mask.shape != s.pixels.shape:
+            raise ScanReadError(f"{item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the image "
+                                f"is {s.pixels.shape[1]}x{s.pixels.shape[0]}")
+        try:
+            img01, m, geom = preprocess_image(s.pixels, cfg, mask)
+        except ValueError as exc:
+            raise ScanReadError(f"{item.path}: {exc}") from None
+        images.append(np.rint(img01 * 255).astype(np.uint8))
+        masks.append(m if m is not None else np.zeros_like(images[-1]))
+        has_mask.append(m is not None)
+        # rounded as the cache stores them (float16), so a rerun that reuses cached thumbnails finds exactly
+        # the same near-duplicate pairs as the run that computed them
+        thumbs.append(thumbnail(img01).astype(np.float16).astype(np.float32))
+        metas.append({"slice": s.slice_index, "file_label": s.label, "patient_key": s.patient_key,
+                      "spacing": list(s.spacing) if s.spacing else None, "src_shape": list(geom.src_shape),
+                      "box": list(geom.box), "pad": list(geom.pad), "side": geom.side,
+                      "digest": digest.hexdigest()})
+    return np.stack(images), np.stack(masks), np.array(has_mask), np.stack(thumbs), metas
+
+
+def _plain(o):
+    """JSON for numpy scalars in slice metadata."""
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _work(args):
+    """Pool task: process one file; returns (position, result or None, error or None)."""
+    pos, item, cfg_dict, axis, middle = args
+    try:
+        return pos, process_file(item, PreprocessConfig.from_dict(cfg_dict), axis, middle), None
+    except ScanReadError as exc:
+        return pos, None, str(exc)
+    except Exception as exc:  # one bad file must never stop the batch: it becomes one line in errors.csv
+        return pos, None, f"{item.path}: {type(exc).__name__}: {one_line(str(exc))}"
+
+
+def _previous_rows(out: Path, config_dict: dict) -> tuple[dict[str, list[int]], DatasetCache | None]:
+    """Rows of an existing cache at `out`, by item key, so unchanged files are not read again."""
+    try:
+        prev = DatasetCache.open(out)
+    except (CacheError, OSError, KeyError):
+        return {}, None
+    if prev.info.get("preprocessing") != config_dict:
+        return {}, None
+    rows: dict[str, list[int]] = {}
+    for k, r in enumerate(prev.records):
+        rows.setdefault(r.get("item_key", ""), []).append(k)
+    rows.pop("", None)
+    return rows, prev
+
+
+def _rows_from_cache(prev: DatasetCache, rows: list[int]):
+    """The (images, masks, has_mask, thumbs, metas) of one file as stored in a previous cache."""
+    idx = np.array(rows)
+    images = np.asarray(prev.images[idx])
+    pm = prev.masks
+    masks = np.asarray(pm[idx]) if pm is not None else np.zeros_like(images)
+    has_mask = prev.has_mask[idx]
+    thumbs = np.asarray(prev.thumbs[idx], dtype=np.float32)
+    metas = []
+    for k in rows:
+        r = prev.records[k]
+        sp = [float(r["spacing_row"]), float(r["spacing_col"])] if r["spacing_row"] != "" else None
+        metas.append({"slice": int(r["slice"]), "file_label": r["file_label"] or None,
+                      "patient_key": r["patient_key"] or None, "spacing": sp,
+                      "src_shape": [int(r["src_height"]), int(r["src_width"])],
+                      "box": [int(v) for v in r["box"].split()], "pad": [int(v) for v in r["pad"].split()],
+                      "side": int(r["side"]), "digest": r["digest"]})
+    return images, masks, has_mask, thumbs, metas
+
+
+def build_cache(sources: list[str | Path], out: str | Path, *, config: PreprocessConfig = PreprocessConfig(),
+                classes: list[str] | None = None, split: SplitConfig = SplitConfig(), workers: int | None = None,
+                axis: int = 2, middle: int | None = None, dedup_threshold: float = 0.95,
+                on_progress: Callable[[int, int], None] | None = None,
+                on_total: Callable[[int], None] | None = None) -> BuildReport:
+    t0 = time.perf_counter()
+    out = Path(out)
+    report = BuildReport(out=str(out))
+    items: list[SourceItem] = []
+    for src in sources:
+        found, problems = discover(src)  # SourceError (a user mistake) propagates
+        items += found
+        report.errors += problems
+    if classes:
+        wanted = set(classes)
+        kept = [it for it in items if it.label is None or it.label in wanted]
+        report.n_excluded = len(items) - len(kept)
+        items = kept
+    if not items:
+        raise BuildError("no scans found in " + ", ".join(str(s) for s in sources))
+
+    cfg_dict = config.to_dict()
+    keys = [_item_key(it, cfg_dict, axis, middle) for it in items]
+    previous, prev_cache = _previous_rows(out, cfg_dict)
+    results: dict[int, tuple] = {i: _rows_from_cache(prev_cache, previous[k])
+                                 for i, k in enumerate(keys) if k in previous}
+    todo = [i for i in range(len(items)) if i not in results]
+    report.n_reused = len(results)
+    failed: dict[int, str] = {}
+    if on_total:
+        on_total(len(todo))
+    tasks = [(i, items[i], cfg_dict, axis, middle) for i in todo]
+    workers = workers or os.cpu_count() or 1
+
+    def collect(done, outcome):
+        pos, result, err = outcome
+        if err:
+            failed[pos] = err
+        else:
+            results[pos] = result
+        if on_progress:
+            on_progress(done, len(tasks))
+
+    if workers > 1 and len(tasks) > 8:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            chunk = max(1, min(16, len(tasks) // (workers * 8)))
+            for done, outcome in enumerate(pool.map(_work, tasks, chunksize=chunk), 1):
+                collect(done, outcome)
+    else:
+        for done, task in enumerate(tasks, 1):
+            collect(done, _work(task))
+    report.n_processed = len(todo) - len(failed)
+    report.errors += [failed[i] for i in sorted(failed)]
+
+    # assemble every good file's slices, in discovery order
+    parts, records = [], []
+    for i, item in enumerate(items):
+        if i in failed:
+            continue
+        images_i, masks_i, has_i, thumbs_i, metas = results[i]
+        label = item.label or metas[0]["file_label"]
+        if classes and label is not None and label not in classes:
+            report.n_excluded += 1
+            continue
+        parts.append((images_i, masks_i, has_i, thumbs_i))
+        for m, has in zip(metas, has_i):
+            records.append({"item": i, "item_key": keys[i], "path": str(item.path), "label": label,
+                            "fold": item.fold or "", "given_group": item.group, "source": item.source,
+                            "has_mask": bool(has), **m})
+    if not records:
+        raise BuildError("no valid scans: every file was unreadable or left out (see the errors above)")
+    images = np.concatenate([p[0] for p in parts])
+    has_mask = np.concatenate([p[2] for p in parts]).astype(bool)
+    masks = np.concatenate([p[1] for p in parts]) if has_mask.any() else None
+    thumbs = np.concatenate([p[3] for p in parts])
+    del results, parts, prev_cache
+
+    # classes: as given, else the sorted labels found
+    found_labels = sorted({r["label"] for r in records if r["label"]})
+    class_list = list(classes) if classes else found_labels
+    missing = [c for c in class_list if c not in found_labels]
+    report.errors += [f"class '{c}': no scans found" for c in missing]
+    index = {c: k for k, c in enumerate(class_list)}
+    labels = [r["label"] or None for r in records]
+
+    # groups: near-duplicates + given groups + patient keys + slices of one file
+    n = len(records)
+    pairs = near_duplicate_pairs(thumbs, dedup_threshold)
+    groups = merge_groups(n, pairs, [[r["given_group"] for r in records], [r["patient_key"] for r in records],
+                                     [str(r["item"]) for r in records]])
+    splits, moved = assign_splits(groups, labels, [r["fold"] for r in records], split)
+    cross = int(sum(1 for a, b in pairs if labels[a] != labels[b]))
+    leaks = naive_split_leaks(pairs, groups, n, split)
+    group_sizes = Counter(groups.tolist())
+    report.duplicates = {
+        "pairs": int(len(pairs)), "pairs_across_labels": cross,
+        "images_in_duplicate_sets": int(len(np.unique(pairs))) if len(pairs) else 0,
+        "groups": int(len(group_sizes)), "largest_group": int(max(group_sizes.values())),
+        "groups_moved_to_one_split": moved, "naive_image_split": leaks, "threshold": dedup_threshold,
+    }
+    for s in SPLITS:
+        sel = [labels[i] for i in range(n) if splits[i] == s]
+        if sel:
+            report.split_counts[s] = {c: sel.count(c) for c in class_list} | (
+                {"unlabelled": sel.count(None)} if None in sel else {})
+    report.classes = class_list
+    report.n_files = len({r["item"] for r in records})
+    report.n_slices = n
+
+    out_records = []
+    for k, r in enumerate(records):
+        sp = r["spacing"] or ["", ""]
+        out_records.append({
+            "index": k, "path": r["path"], "slice": r["slice"], "label": r["label"] or "",
+            "label_index": index.get(r["label"], -1), "split": splits[k], "group": int(groups[k]),
+            "fold": r["fold"], "source": r["source"], "has_mask": int(r["has_mask"]),
+            "spacing_row": sp[0], "spacing_col": sp[1], "src_height": r["src_shape"][0],
+            "src_width": r["src_shape"][1], "box": " ".join(map(str, r["box"])),
+            "pad": " ".join(map(str, r["pad"])), "side": r["side"], "digest": r["digest"],
+            "item_key": r["item_key"], "file_label": r["file_label"] or "", "patient_key": r["patient_key"] or ""})
+    fingerprint = hashlib.sha256("\n".join(sorted(f"{r['digest']} {r['label']} {r['slice']}" for r in records))
+                                 .encode()).hexdigest()[:16]
+    from .. import __version__
+
+    info = {
+        "classes": class_list, "size": config.size, "n": n, "n_files": report.n_files,
+        "preprocessing": cfg_dict, "split": split.to_dict(), "split_counts": report.split_counts,
+        "n_masks": int(has_mask.sum()), "duplicates": report.duplicates, "fingerprint": fingerprint,
+        "sources": [str(Path(s).resolve()) for s in sources], "read_options": {"axis": axis, "middle": middle},
+        "n_errors": len(report.errors), "created_by": f"neuralscan {__version__}",
+    }
+    write_cache(out, info, out_records, images, masks, thumbs, report.errors)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def report_dict(report: BuildReport) -> dict:
+    d = asdict(report)
+    d["images_per_second"] = report.images_per_second
+    return d

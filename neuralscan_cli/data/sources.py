@@ -1,0 +1,143 @@
+"""Finding the scans of a dataset on disk: a CSV manifest, a folder per class, or an unlabelled folder.
+
+`discover(path)` returns `SourceItem`s (one per scan file) and a list of problems found on the way (one line
+each), never raising for a problem in the data itself; a user mistake (a path that does not exist) raises
+`SourceError`.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..io import is_scan_file
+
+GROUP_COLUMNS = ("group", "duplicate_group", "patient", "patient_id", "subject", "subject_id")
+MASK_FOLDER_NAMES = {"masks", "mask", "labels_masks", "segmentations"}
+
+
+class SourceError(Exception):
+    """A source that cannot be used at all (one-line message)."""
+
+
+@dataclass
+class SourceItem:
+    path: Path
+    label: str | None = None
+    mask_path: Path | None = None
+    fold: str | None = None
+    group: str | None = None  # a grouping given by the dataset (patient, duplicate set), source-qualified
+    source: str = ""  # short name of the source it came from
+
+
+def _source_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name
+
+
+def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:
+    base = csv_path.parent
+    name = csv_path.parent.name if csv_path.name.lower() in {"labels.csv", "manifest.csv"} else csv_path.stem
+    problems: list[str] = []
+    items: list[SourceItem] = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+            if "image" not in cols:
+                raise SourceError(f"{csv_path}: a manifest needs an 'image' column (found: {', '.join(cols) or 'none'})")
+            group_col = next((c for c in GROUP_COLUMNS if c in cols), None)
+            for lineno, raw in enumerate(reader, start=2):
+                row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+                if not row.get("image"):
+                    problems.append(f"{csv_path}:{lineno}: empty image path")
+                    continue
+                img = (base / row["image"]).resolve()
+                if not img.is_file():
+                    problems.append(f"{img}: listed in {csv_path.name} line {lineno} but missing")
+                    continue
+                mask = None
+                if row.get("mask"):
+                    mask = (base / row["mask"]).resolve()
+                    if not mask.is_file():
+                        problems.append(f"{mask}: mask listed in {csv_path.name} line {lineno} but missing")
+                        mask = None
+                group = row.get(group_col) if group_col else None
+                items.append(SourceItem(img, row.get("label") or None, mask, row.get("fold") or None,
+                                        f"{name}:{group}" if group else None, name))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SourceError(f"{csv_path}: cannot read manifest ({exc})") from None
+    return items, problems
+
+
+def _scan_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_scan_file(p) and not p.name.startswith("."))
+
+
+def _find_manifest(folder: Path) -> Path | None:
+    for name in ("labels.csv", "manifest.csv"):
+        if (folder / name).is_file():
+            return folder / name
+    csvs = sorted(folder.glob("*.csv"))
+    for c in csvs:
+        with open(c, newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip().lower() for h in next(csv.reader(fh), [])]
+        if "image" in header:
+            return c
+    return None
+
+
+def _read_folder(folder: Path) -> tuple[list[SourceItem], list[str]]:
+    name = folder.name
+    problems: list[str] = []
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    mask_dirs = [d for d in subdirs if d.name.lower() in MASK_FOLDER_NAMES]
+    class_dirs = [d for d in subdirs if d not in mask_dirs]
+    loose = sorted(p for p in folder.iterdir() if p.is_file() and is_scan_file(p))
+    items: list[SourceItem] = []
+    if class_dirs:
+        # "Training/glioma/x.jpg" layouts: the class is the folder that holds the file
+        for d in class_dirs:
+            files = _scan_files(d)
+            if not files:
+                problems.append(f"{d}: class folder holds no scans")
+                continue
+            for f in files:
+                items.append(SourceItem(f, f.parent.name if f.parent != folder else None, source=name))
+        if loose:
+            problems.append(f"{folder}: {len(loose)} scans lie outside the class folders and were left out")
+    else:
+        items = [SourceItem(f, None, source=name) for f in loose]
+    # masks matched to images by file stem
+    if mask_dirs:
+        by_stem: dict[str, SourceItem] = {}
+        for it in items:
+            by_stem.setdefault(it.path.stem.lower(), it)
+        for d in mask_dirs:
+            for m in _scan_files(d):
+                stem = m.stem.lower()
+                for suffix in ("", "_mask", "-mask", "_seg"):
+                    key = stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem
+                    if key in by_stem:
+                        by_stem[key].mask_path = m
+                        break
+                else:
+                    problems.append(f"{m}: mask with no image")
+    return items, problems
+
+
+def discover(path: str | Path) -> tuple[list[SourceItem], list[str]]:
+    """All scans of one source: a CSV manifest, a folder holding one, a folder per class, or loose scans."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return _read_csv_manifest(path.resolve())
+        return [SourceItem(path.resolve(), None, source=path.stem)], []
+    manifest = _find_manifest(path)
+    if manifest is not None:
+        return _read_csv_manifest(manifest.resolve())
+    items, problems = _read_folder(path.resolve())
+    if not items and not problems:
+        problems.append(f"{path}: no scans found")
+    return items, problems

@@ -1,0 +1,299 @@
+"""Scoring images with a bundle, whatever engine holds the network, and loading data the way the bundle saw it.
+
+`make_runner(bundle, engine)` returns a `Runner` whose `predict(images01)` takes float32 (N, S, S) or
+(N, S, S, 1) images in [0, 1] and returns the network's outputs as float32 numpy: (N, C) class probabilities
+for a classifier, (N, S, S, 1) tumour probabilities for a segmenter. The same images give the same outputs
+from every engine (up to INT8 quantisation).
+
+`load_images_for_bundle` and `load_cache_for_bundle` give the images, labels, masks and per-image records of
+raw data (re-preprocessed with the bundle's own saved parameters) or of a preprocess cache, labels mapped to
+the bundle's class order by name.
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import NeuralScanError
+from .bundle import BundleError, ModelBundle
+
+class Runner(ABC):
+    """One loaded network. `predict` batches internally; outputs are float32 numpy."""
+
+    engine: str = ""
+
+    def __init__(self, bundle: ModelBundle):
+        self.bundle = bundle
+        self.size = bundle.size
+
+    def _as_input(self, images01: np.ndarray) -> np.ndarray:
+        x = np.asarray(images01, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[1:] != (self.size, self.size, 1):
+            raise NeuralScanError(f"{self.bundle.name} takes images of {self.size}x{self.size}x1, "
+                                  f"got an array shaped {tuple(np.shape(images01))}")
+        return np.ascontiguousarray(x)
+
+    def predict(self, images01: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        x = self._as_input(images01)
+        if len(x) == 0:
+            return np.zeros((0, *self._output_tail()), dtype=np.float32)
+        return self._predict(x, max(1, int(batch_size))).astype(np.float32, copy=False)
+
+    def _output_tail(self) -> tuple[int, ...]:
+        if self.bundle.task == "classify":
+            return (len(self.bundle.classes),)
+        return (self.size, self.size, 1)
+
+    @abstractmethod
+    def _predict(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        """x is float32 (N, S, S, 1), N >= 1."""
+
+
+def load_keras_model(bundle: ModelBundle):
+    """The bundle's Keras network (compile=False: scoring needs no optimizer state)."""
+    path = bundle.path_of("keras")
+    if path is None:
+        raise BundleError(f"{bundle.root}: the bundle holds no Keras model (model.keras); "
+                          f"it has: {', '.join(bundle.available_engines()) or 'nothing'}")
+    try:  # registers the project's custom layers, if that package is present
+        import neuralscan_cli.models  # noqa: F401
+    except ImportError:
+        pass
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise BundleError(f"{path}: cannot load the Keras model ({str(exc).splitlines()[0] if str(exc) else exc})") \
+            from None
+
+
+class KerasRunner(Runner):
+    engine = "keras"
+
+    def __init__(self, bundle: ModelBundle, model=None):
+        super().__init__(bundle)
+        self.model = model if model is not None else load_keras_model(bundle)
+
+    def _predict(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        out = self.model.predict(x, batch_size=batch_size, verbose=0)
+        if isinstance(out, (list, tuple)):  # a network with auxiliary outputs: the first is the prediction
+            out = out[0]
+        return np.asarray(out)
+
+
+class OpenVINORunner(Runner):
+    """OpenVINO IR on the CPU plugin, several batches in flight at once (throughput mode)."""
+
+    def __init__(self, bundle: ModelBundle, engine: str):
+        super().__init__(bundle)
+        self.engine = engine
+        kind = engine.replace("-", "_")  # openvino-int8 -> openvino_int8, the bundle's files key
+        xml = bundle.path_of(kind)
+        if xml is None:
+            raise BundleError(f"{bundle.root}: no {engine} model in this bundle")
+        import openvino as ov
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(xml))
+        except RuntimeError as exc:
+            raise BundleError(f"{xml}: cannot read the OpenVINO model ({str(exc).splitlines()[0]})") from None
+        shape = model.inputs[0].partial_shape
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not shape[0].is_dynamic:
+            # IR exported with a fixed batch: make the batch free so any batch size runs without recompiling
+            model.reshape([-1, self.size, self.size, 1])
+        config = {"PERFORMANCE_HINT": "THROUGHPUT"}
+        if engine == "openvino-fp32":
+            # the CPU plugin otherwise runs FP32 IR in bf16 where the CPU supports it; "fp32" should mean fp32
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        self.compiled = core.compile_model(model, "CPU", config)
+        self._queue_cls = ov.AsyncInferQueue
+        self._queue = None  # made on first use: as many requests as the plugin finds optimal
+
+    def _predict(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        starts = range(0, len(x), batch_size)
+        if len(starts) == 1:
+            return np.array(self.compiled(x)[0])
+        results: dict[int, np.ndarray] = {}
+
+        def done(request, start):
+            results[start] = np.array(request.get_output_tensor(0).data)  # copy: the request buffer is reused
+
+        if self._queue is None:
+            self._queue = self._queue_cls(self.compiled)
+        queue = self._queue
+        queue.set_callback(done)
+        for start in starts:
+            queue.start_async({0: x[start:start + batch_size]}, start)
+        queue.wait_all()
+        return np.concatenate([results[s] for s in starts])
+
+
+def engine_of_file(bundle: ModelBundle, path: str | Path) -> str | None:
+    """The engine a model file inside the bundle belongs to (model.keras, an IR's model.xml), else None."""
+    path = Path(path).expanduser().resolve()
+    for engine in bundle.available_engines():
+        f = bundle.path_of(engine.replace("-", "_"))
+        if f is not None and f.resolve() in (path, path.with_suffix(".xml")):
+            return engine
+    return None
+
+
+def make_runner(bundle: ModelBundle, engine: str = "auto") -> Runner:
+    """A runner on the engine asked for ('auto': the fastest the bundle holds)."""
+    chosen = bundle.resolve_engine(engine)
+    if chosen == "keras":
+        return KerasRunner(bundle)
+    return OpenVINORunner(bundle, chosen)
+
+
+# --------------------------------------------------------------------------------------------- data loading
+
+def _class_index(bundle: ModelBundle) -> dict[str, int] | None:
+    return {c: k for k, c in enumerate(bundle.classes)} if bundle.task == "classify" else None
+
+
+def _unknown_labels_error(unknown: set[str], bundle: ModelBundle) -> NeuralScanError:
+    return NeuralScanError(f"label(s) {', '.join(sorted(unknown))} are not classes of model {bundle.name} "
+                           f"(its classes: {', '.join(bundle.classes)})")
+
+
+def load_images_for_bundle(paths_or_source: str | Path | Sequence[str | Path], bundle: ModelBundle, *,
+                           workers: int | None = None, on_problem: Callable[[str], None] | None = None):
+    """Raw data (CSV manifest, folder holding one, folder per class, loose scans) preprocessed as the bundle was.
+
+    Returns (images01, labels, masks, records):
+      images01  float32 (N, S, S) in [0, 1], bit-identical to a cache built with the same parameters
+      labels    for a classifier: int64 class indices in the bundle's order, -1 where unlabelled; None when no
+                image carries a label or the bundle is a segmenter (label names are in the records)
+      masks     uint8 (N, S, S) 0/1, zeros where no mask was given; None when no image has a mask
+      records   one dict per image: path, slice, label (name or ''), group, has_mask, spacing ((row, col) mm
+                of one output pixel, or None)
+    A label that is not one of a classifier's classes raises NeuralScanError naming it and the classes.
+    Files that cannot be read are skipped and reported through `on_problem` (one line each).
+    """
+    from ..data import discover, process_file
+    from ..io import ScanReadError
+
+    sources = [paths_or_source] if isinstance(paths_or_source, (str, Path)) else list(paths_or_source)
+    items, problems = [], []
+    for src in sources:
+        found, found_problems = discover(src)
+        items += found
+        problems += found_problems
+    index = _class_index(bundle)
+    if index is not None:
+        unknown = {it.label for it in items if it.label is not None and it.label not in index}
+        if unknown:
+            raise _unknown_labels_error(unknown, bundle)
+    cfg = bundle.preprocessing
+    if cfg.size != bundle.size:
+        raise BundleError(f"{bundle.root}: preprocessing size {cfg.size} differs from the input size {bundle.size}")
+
+    def read(item):
+        try:
+            return process_file(item, cfg)
+        except ScanReadError as exc:
+            return str(exc)
+        except (OSError, ValueError, MemoryError) as exc:
+            return f"{item.path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+    # threads, not processes: decoding and resizing release the GIL, and forking a process that holds
+    # TensorFlow or OpenVINO is unsafe
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(read, items))
+
+    images, masks, records = [], [], []
+    for item, res in zip(items, results):
+        if isinstance(res, str):
+            problems.append(res)
+            continue
+        imgs, msks, has_mask, _thumbs, metas = res
+        for img, msk, has, meta in zip(imgs, msks, has_mask, metas):
+            label = item.label or meta.get("file_label") or ""
+            if index is not None and label and label not in index:  # a label carried inside the file
+                raise _unknown_labels_error({label}, bundle)
+            spacing = None
+            if meta.get("spacing"):
+                factor = meta["side"] / cfg.size
+                spacing = (float(meta["spacing"][0]) * factor, float(meta["spacing"][1]) * factor)
+            images.append(img)
+            masks.append(msk)
+            records.append({"path": str(item.path), "slice": int(meta["slice"]), "label": label,
+                            "group": item.group or meta.get("patient_key") or str(item.path),
+                            "has_mask": bool(has), "spacing": spacing})
+    for p in problems:
+        if on_problem:
+            on_problem(p)
+    size = bundle.size
+    images01 = (np.stack(images).astype(np.float32) / 255.0 if images
+                else np.zeros((0, size, size), np.float32))
+    mask_arr = np.stack(masks).astype(np.uint8) if any(r["has_mask"] for r in records) else None
+    return images01, _labels_for(records, index), mask_arr, records
+
+
+def _labels_for(records: list[dict], index: dict[str, int] | None) -> np.ndarray | None:
+    if index is None or not any(r["label"] for r in records):
+        return None
+    return np.array([index.get(r["label"], -1) for r in records], dtype=np.int64)
+
+
+def preprocessing_differences(a, b) -> list[str]:
+    """'name: a vs b' for every preprocessing parameter that differs between two PreprocessConfigs."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{k}: {da.get(k)} vs {db.get(k)}" for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)]
+
+
+def load_cache_for_bundle(cache, bundle: ModelBundle, split: str | None = "val", *,
+                          on_warning: Callable[[str], None] | None = None):
+    """A preprocess cache's images for one split (None: all), as `load_images_for_bundle` returns them.
+
+    A classifier's classes must be the same set as the cache's (order may differ: labels are mapped by name);
+    otherwise NeuralScanError says which differ. A cache preprocessed differently from the bundle is scored
+    anyway, with a warning through `on_warning`.
+    """
+    from ..data import DatasetCache
+
+    if not isinstance(cache, DatasetCache):
+        cache = DatasetCache.open(cache)
+    if cache.size != bundle.size:
+        raise NeuralScanError(f"{cache.root}: cache images are {cache.size}x{cache.size} but model {bundle.name} "
+                              f"takes {bundle.size}x{bundle.size}; preprocess again with --size {bundle.size}")
+    index = _class_index(bundle)
+    if index is not None and set(cache.classes) != set(bundle.classes):
+        only_data = sorted(set(cache.classes) - set(bundle.classes))
+        only_model = sorted(set(bundle.classes) - set(cache.classes))
+        raise NeuralScanError(f"classes differ between data and model: only in the data: "
+                              f"{', '.join(only_data) or '-'}; "
+                              f"only in the model: {', '.join(only_model) or '-'}")
+    diffs = preprocessing_differences(cache.preprocessing, bundle.preprocessing)
+    if diffs and on_warning:
+        on_warning(f"the cache was preprocessed differently from model {bundle.name} (cache vs model: "
+                   f"{'; '.join(diffs)}); results may not reflect the model")
+    idx = cache.indices(split)
+    if len(idx) == 0:
+        present = ", ".join(f"{s} {int((cache.splits == s).sum())}" for s in sorted(set(cache.splits.tolist())))
+        raise NeuralScanError(f"{cache.root}: split '{split}' holds no images (splits: {present or 'none'})")
+    images01 = np.asarray(cache.images[idx], dtype=np.float32) / 255.0
+    has_mask = cache.has_mask[idx]
+    cache_masks = cache.masks
+    masks = np.asarray(cache_masks[idx], dtype=np.uint8) if cache_masks is not None and has_mask.any() else None
+    spacing = cache.spacing[idx]
+    records = []
+    for k, i in enumerate(idx):
+        r = cache.records[i]
+        sp = None
+        if np.isfinite(spacing[k]).all():
+            factor = float(r["side"]) / cache.size  # source pixels per cache pixel
+            sp = (float(spacing[k][0]) * factor, float(spacing[k][1]) * factor)
+        records.append({"path": r["path"], "slice": int(r["slice"]), "label": r["label"], "group": r["group"],
+                        "has_mask": bool(has_mask[k]), "spacing": sp})
+    return images01, _labels_for(records, index), masks, records

@@ -1,0 +1,116 @@
+"""Training configs: YAML files under configs/, every field overridable with `section.key=value`."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from ..errors import NeuralScanError
+
+DEFAULTS: dict = {
+    "task": "classify",
+    "data": {"cache": None, "train_split": "train", "val_split": "val"},
+    "model": {"name": "attention_cnn", "input_size": 192, "weights": "none", "init_from": None, "options": {}},
+    "train": {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "learning_rate": 0.002, "weight_decay": 1e-4,
+              "schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1, "class_weights": True,
+              "patience": 8, "freeze_epochs": 0, "fine_tune_lr_factor": 0.1, "fine_tune_from": 0.0,
+              "loss": "dice_bce", "max_steps_per_epoch": 0},
+    "augment": {"flip_lr": True, "flip_ud": False, "rotation_deg": 15.0, "zoom": 0.1, "shift": 0.08,
+                "brightness": 0.1, "contrast": 0.15, "gamma": 0.2, "noise_std": 0.02},
+    "runtime": {"seed": 42, "precision": "fp32", "intra_op_threads": 0, "inter_op_threads": 0, "itex": True},
+    "out": "runs/run",
+}
+CHOICES = {
+    ("task",): ("classify", "segment"),
+    ("train", "optimizer"): ("adamw", "adam", "sgd"),
+    ("train", "schedule"): ("cosine", "onecycle", "constant"),
+    ("train", "loss"): ("dice_bce", "focal_tversky"),
+    ("runtime", "precision"): ("fp32", "bf16"),
+}
+
+
+class ConfigError(NeuralScanError):
+    pass
+
+
+def _merge(base: dict, new: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (new or {}).items():
+        if k not in out:
+            raise ConfigError(f"unknown config field '{where}{k}'")
+        if isinstance(out[k], dict) and k != "options":
+            if not isinstance(v, dict):
+                raise ConfigError(f"config field '{where}{k}' must be a section")
+            out[k] = _merge(out[k], v, f"{where}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_value(text: str):
+    """YAML scalar parsing: '5' -> 5, 'true' -> True, '[1,2]' -> [1, 2], 'null' -> None."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = cfg
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise ConfigError(f"unknown config field '{key}'")
+            node = node[p]
+        leaf = parts[-1]
+        if leaf not in node and not (len(parts) >= 2 and parts[-2] == "options"):
+            raise ConfigError(f"unknown config field '{key}'")
+        node[leaf] = _parse_value(value)
+    return cfg
+
+
+def validate(cfg: dict) -> dict:
+    for path, allowed in CHOICES.items():
+        node = cfg
+        for p in path:
+            node = node[p]
+        if node not in allowed:
+            raise ConfigError(f"{'.'.join(path)} must be one of {', '.join(allowed)}, got {node!r}")
+    t = cfg["train"]
+    for k in ("epochs", "batch_size"):
+        if not isinstance(t[k], int) or t[k] < 1:
+            raise ConfigError(f"train.{k} must be a positive whole number, got {t[k]!r}")
+    if not float(t["learning_rate"]) > 0:
+        raise ConfigError("train.learning_rate must be > 0")
+    size = cfg["model"]["input_size"]
+    if not isinstance(size, int) or size < 32 or size % 32:
+        raise ConfigError(f"model.input_size must be a multiple of 32 (>= 32), got {size!r}")
+    if not cfg["data"]["cache"]:
+        raise ConfigError("no dataset cache given (data.cache in the config, or --cache)")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    cfg = DEFAULTS
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: a config must be a mapping of sections")
+        cfg = _merge(DEFAULTS, loaded)
+    return validate(apply_overrides(cfg, list(overrides)))
+
+
+def save_config(cfg: dict, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,0 +1,397 @@
+"""The fit loop glue: config -> data -> model -> fit with checkpoints -> a run folder that is a model bundle.
+
+A run folder holds: config.yaml (resolved), history.csv and history.png, model.keras (best epoch),
+model.json (the bundle metadata every other command reads), provenance.json, and checkpoints/ (last epoch
+with optimizer state, for --resume).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import NeuralScanError
+from .accel import acceleration_info, configure_threads, import_tensorflow, set_precision
+from .config import save_config
+
+
+class TrainError(NeuralScanError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_score: float
+    monitor: str
+    epochs_run: int
+    seconds: float
+    train_images_per_second: float
+
+
+def _select(cache, split: str, task: str) -> np.ndarray:
+    idx = cache.indices(split)
+    if task == "classify":
+        return idx[cache.labels[idx] >= 0]
+    # segmentation: annotated images, plus no-tumour images whose truth is an empty mask
+    labels = np.array(cache.column("label"))
+    keep = cache.has_mask[idx] | (labels[idx] == "no_tumor")
+    return idx[keep]
+
+
+def _load_split(cache, idx: np.ndarray, task: str):
+    images = np.asarray(cache.images[idx])
+    if task == "classify":
+        return images, cache.labels[idx]
+    masks = cache.masks
+    if masks is None:
+        raise TrainError(f"{cache.root}: the cache holds no masks; a segmenter needs annotated images")
+    m = np.asarray(masks[idx]).copy()
+    m[~cache.has_mask[idx]] = 0  # no-tumour images: empty truth
+    return images, m
+
+
+class _EpochEnd:
+    """Validation score, best/last checkpoints, history, early stopping: one Keras callback."""
+
+    def __init__(self, keras, *, run_dir: Path, val_ds, val_targets, task: str, monitor_patience: int,
+                 state: dict, n_train: int, on_epoch: Callable[[dict], None] | None):
+        self.keras = keras
+        self.run_dir = run_dir
+        self.val_ds = val_ds
+        self.val_targets = val_targets
+        self.task = task
+        self.patience = monitor_patience
+        self.state = state
+        self.n_train = n_train
+        self.on_epoch = on_epoch
+
+    def callback(self):
+        outer = self
+
+        class Callback(self.keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                outer._t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                outer._epoch_end(self.model, epoch, dict(logs or {}))
+
+        return Callback()
+
+    def _score(self, model) -> dict:
+        probs = model.predict(self.val_ds, verbose=0)
+        if self.task == "classify":
+            from sklearn.metrics import f1_score
+
+            pred = probs.argmax(axis=1)
+            return {"val_accuracy": float((pred == self.val_targets).mean()),
+                    "val_macro_f1": float(f1_score(self.val_targets, pred, average="macro"))}
+        from .losses import dice_scores
+
+        d = dice_scores(self.val_targets, probs)
+        tumour = self.val_targets.reshape(len(d), -1).any(axis=1)
+        return {"val_dice": float(d[tumour].mean()) if tumour.any() else float(d.mean()),
+                "val_empty_correct": float(d[~tumour].mean()) if (~tumour).any() else float("nan")}
+
+    def _epoch_end(self, model, epoch: int, logs: dict):
+        train_seconds = time.perf_counter() - self._t0
+        scores = self._score(model)
+        monitor = "val_macro_f1" if self.task == "classify" else "val_dice"
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, **scores,
+               "lr": float(_current_lr(model)), "train_seconds": round(train_seconds, 2),
+               "train_images_per_second": round(self.n_train / max(train_seconds, 1e-9), 2)}
+        st = self.state
+        st["history"].append(row)
+        improved = scores[monitor] > st["best_score"]
+        if improved:
+            st["best_score"], st["best_epoch"] = scores[monitor], epoch + 1
+            model.save_weights(str(self.run_dir / "checkpoints" / "best.weights.h5"))
+        st["epoch"] = epoch + 1
+        model.save(str(self.run_dir / "checkpoints" / "last.keras"))
+        (self.run_dir / "checkpoints" / "state.json").write_text(json.dumps(st, indent=1))
+        _write_history(self.run_dir, st["history"])
+        if self.on_epoch:
+            self.on_epoch(row | {"best": improved, "monitor": monitor})
+        if epoch + 1 - st["best_epoch"] >= self.patience:
+            model.stop_training = True
+
+
+def _current_lr(model) -> float:
+    opt = model.optimizer
+    lr = opt.learning_rate
+    try:
+        if callable(lr) and not hasattr(lr, "numpy"):
+            return float(lr(opt.iterations))
+        return float(np.asarray(lr))
+    except Exception:  # schedules differ across Keras versions; the LR column is informative only
+        return float("nan")
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    cols = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
+    with open(run_dir / "history.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(history)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ep = [r["epoch"] for r in history]
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+        a.plot(ep, [r.get("loss") for r in history], label="train loss")
+        a.set_xlabel("epoch")
+        a.legend()
+        for k in ("val_macro_f1", "val_accuracy", "val_dice", "val_empty_correct"):
+            if k in history[0]:
+                b.plot(ep, [r.get(k) for r in history], label=k)
+        b.set_xlabel("epoch")
+        b.legend()
+        fig.tight_layout()
+        fig.savefig(run_dir / "history.png", dpi=90)
+        plt.close(fig)
+    except Exception:  # a plot must never fail a training run
+        pass
+
+
+def _build_model(cfg: dict, num_classes: int):
+    from ..models import create_model, model_options, model_task
+
+    name = cfg["model"]["name"]
+    try:
+        if model_task(name) != cfg["task"]:
+            raise TrainError(f"model '{name}' is a {model_task(name)} model but the config's task is {cfg['task']}")
+        valid = model_options(name)
+        opts = dict(cfg["model"].get("options") or {})
+        opts["input_size"] = cfg["model"]["input_size"]
+        if "num_classes" in valid:
+            opts["num_classes"] = num_classes
+        if "weights" in valid:
+            opts["weights"] = cfg["model"].get("weights", "none")
+        return create_model(name, **opts)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+
+
+def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
+          on_start: Callable[[dict], None] | None = None) -> TrainResult:
+    """Run one training described by a resolved config (see `training.config`)."""
+    from ..data import DatasetCache
+    from ..inference.bundle import new_bundle_meta
+
+    t_start = time.perf_counter()
+    run_dir = Path(cfg["out"])
+    ckpt = run_dir / "checkpoints"
+    if resume:
+        if not (ckpt / "last.keras").is_file():
+            raise TrainError(f"{run_dir}: nothing to resume (no checkpoints/last.keras)")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise TrainError(f"{run_dir}: run folder exists and is not empty; use --resume or another --out")
+    task = cfg["task"]
+    rt = cfg["runtime"]
+    tf = import_tensorflow(itex=bool(rt.get("itex", True)))
+    import keras
+
+    configure_threads(int(rt.get("intra_op_threads") or 0), int(rt.get("inter_op_threads") or 0))
+    set_precision(rt["precision"])
+    seed = int(rt["seed"])
+    keras.utils.set_random_seed(seed)
+
+    cache = DatasetCache.open(cfg["data"]["cache"])
+    classes = cache.classes if task == "classify" else ["tumor"]
+    if task == "classify" and len(classes) < 2:
+        raise TrainError(f"{cache.root}: a classifier needs at least two classes (found {len(classes)})")
+    tr_idx = _select(cache, cfg["data"]["train_split"], task)
+    va_idx = _select(cache, cfg["data"]["val_split"], task)
+    if len(tr_idx) == 0 or len(va_idx) == 0:
+        raise TrainError(f"{cache.root}: the '{cfg['data']['train_split']}' and '{cfg['data']['val_split']}' splits "
+                         f"must both hold {'labelled' if task == 'classify' else 'annotated'} images "
+                         f"(found {len(tr_idx)} and {len(va_idx)})")
+    # the group split is the cache's; assert it here too, since a leak would silently inflate every figure
+    if set(cache.groups[tr_idx]) & set(cache.groups[va_idx]):
+        raise TrainError(f"{cache.root}: a group lies in both train and val; rebuild the cache")
+    x_tr, y_tr = _load_split(cache, tr_idx, task)
+    x_va, y_va = _load_split(cache, va_idx, task)
+
+    from .pipeline import class_weights, make_dataset
+
+    t = cfg["train"]
+    size = int(cfg["model"]["input_size"])
+    weights = None
+    if task == "classify" and t.get("class_weights", True):
+        weights = class_weights(y_tr, len(classes))[y_tr]
+    bs = int(t["batch_size"])
+    train_ds = make_dataset(x_tr, y_tr, task=task, num_classes=len(classes), batch_size=bs, input_size=size,
+                            training=True, augment=cfg["augment"], sample_weights=weights, seed=seed)
+    val_ds = make_dataset(x_va, y_va, task=task, num_classes=len(classes), batch_size=64, input_size=size,
+                          training=False)
+    val_targets = y_va if task == "classify" else _resize_masks(y_va, size)
+    steps = math.ceil(len(x_tr) / bs)
+    max_steps = int(t.get("max_steps_per_epoch") or 0)
+    if max_steps:
+        train_ds = train_ds.take(max_steps)
+        steps = min(steps, max_steps)
+    epochs = int(t["epochs"])
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": []}
+    if resume:
+        state = json.loads((ckpt / "state.json").read_text())
+        model = keras.models.load_model(str(ckpt / "last.keras"))
+        if state["epoch"] >= epochs:
+            raise TrainError(f"{run_dir}: already trained {state['epoch']} of {epochs} epochs (raise train.epochs)")
+    else:
+        model = _build_model(cfg, len(classes))
+        init_from = cfg["model"].get("init_from")
+        if init_from and task == "segment":
+            _init_encoder(model, init_from)
+        _compile(model, cfg, steps * epochs, steps, task)
+    save_config(cfg, run_dir / "config.yaml")
+    accel = acceleration_info(rt["precision"])
+    if on_start:
+        on_start({"accel": accel, "n_train": len(x_tr), "n_val": len(x_va), "classes": classes,
+                  "params": int(model.count_params()), "steps_per_epoch": steps})
+
+    epoch_end = _EpochEnd(keras, run_dir=run_dir, val_ds=val_ds, val_targets=val_targets, task=task,
+                          monitor_patience=int(t["patience"]), state=state,
+                          n_train=min(len(x_tr), steps * bs), on_epoch=on_epoch)
+    freeze = int(t.get("freeze_epochs") or 0) if _has_backbone(model) else 0
+    start = int(state["epoch"])
+    if freeze and start < freeze:
+        from ..models import set_backbone_trainable
+
+        set_backbone_trainable(model, False)
+        _compile(model, cfg, steps * freeze, steps, task)
+        model.fit(train_ds, epochs=freeze, initial_epoch=start, callbacks=[epoch_end.callback()], verbose=0)
+        start = int(state["epoch"])
+        set_backbone_trainable(model, True, float(t.get("fine_tune_from") or 0.0))
+        _compile(model, cfg, steps * (epochs - freeze), steps, task, lr_factor=float(t["fine_tune_lr_factor"]))
+    if start < epochs and not getattr(model, "stop_training", False):
+        model.fit(train_ds, epochs=epochs, initial_epoch=start, callbacks=[epoch_end.callback()], verbose=0)
+
+    # the bundle: best weights into an optimizer-free copy of the network
+    best = keras.models.clone_model(model)
+    best.load_weights(str(ckpt / "best.weights.h5"))
+    best.save(str(run_dir / "model.keras"))
+    wall = time.perf_counter() - t_start
+    hist = state["history"]
+    ips = [r["train_images_per_second"] for r in hist[1:]] or [r["train_images_per_second"] for r in hist]
+    monitor = "val_macro_f1" if task == "classify" else "val_dice"
+    best_row = next(r for r in hist if r["epoch"] == state["best_epoch"])
+    metrics = _final_metrics(best, val_ds, val_targets, classes, task)
+    provenance = {
+        "data": {"cache": str(Path(cfg["data"]["cache"]).resolve()), "fingerprint": cache.info.get("fingerprint"),
+                 "sources": cache.info.get("sources"), "split": cache.info.get("split"),
+                 "train_split": cfg["data"]["train_split"], "val_split": cfg["data"]["val_split"],
+                 "n_train": int(len(x_tr)), "n_val": int(len(x_va)),
+                 "split_counts": cache.info.get("split_counts")},
+        "seed": seed, "acceleration": accel, "machine": _machine(),
+        "wall_seconds": round(wall, 1), "epochs_run": int(state["epoch"]), "best_epoch": int(state["best_epoch"]),
+        "train_images_per_second_median": float(np.median(ips)) if ips else None,
+        "params": int(best.count_params()), "best_epoch_row": best_row,
+    }
+    (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
+    meta = new_bundle_meta(task=task, classes=classes, size=size, preprocessing={**cache.info["preprocessing"],
+                           "size": size}, name=run_dir.name, architecture=cfg["model"]["name"],
+                           architecture_options=cfg["model"].get("options") or {},
+                           training={"config": cfg, **provenance})
+    meta["files"] = {"keras": "model.keras"}
+    meta["metrics"] = {"val": metrics}
+    (run_dir / "model.json").write_text(json.dumps(meta, indent=2, default=str))
+    return TrainResult(run_dir, int(state["best_epoch"]), float(state["best_score"]), monitor, int(state["epoch"]),
+                       wall, provenance["train_images_per_second_median"] or 0.0)
+
+
+def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    if masks.shape[1] == size:
+        return masks
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST)) for m in masks])
+
+
+def _has_backbone(model) -> bool:
+    return any(layer.name == "backbone" for layer in model.layers)
+
+
+def _init_encoder(model, spec) -> None:
+    import keras
+
+    from ..inference.bundle import load_bundle
+    from ..models import init_encoder_from_classifier
+
+    bundle = load_bundle(spec)
+    path = bundle.path_of("keras")
+    if path is None:
+        raise TrainError(f"{spec}: --init-from needs a bundle with a Keras model")
+    copied = init_encoder_from_classifier(model, keras.models.load_model(str(path), compile=False))
+    if copied == 0:
+        raise TrainError(f"{spec}: no encoder layer of that classifier matches this U-Net")
+
+
+def _compile(model, cfg: dict, total_steps: int, warmup_unit: int, task: str, lr_factor: float = 1.0) -> None:
+    import keras
+
+    from .schedules import make_schedule
+
+    t = cfg["train"]
+    peak = float(t["learning_rate"]) * lr_factor
+    lr = make_schedule(t["schedule"], peak, total_steps, int(t.get("warmup_epochs") or 0) * warmup_unit)
+    wd = float(t.get("weight_decay") or 0.0)
+    if t["optimizer"] == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=wd)
+    elif t["optimizer"] == "adam":
+        opt = keras.optimizers.Adam(learning_rate=lr)
+    else:
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
+    if task == "classify":
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(t.get("label_smoothing") or 0.0))
+        model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+    else:
+        from .losses import LOSSES
+
+        model.compile(optimizer=opt, loss=LOSSES[t.get("loss", "dice_bce")])
+
+
+def _final_metrics(model, val_ds, val_targets, classes, task) -> dict:
+    probs = model.predict(val_ds, verbose=0)
+    if task == "classify":
+        try:
+            from ..evaluation import classification_metrics
+
+            return classification_metrics(val_targets, probs, classes)
+        except ImportError:
+            pred = probs.argmax(1)
+            return {"n": int(len(pred)), "accuracy": float((pred == val_targets).mean())}
+    from .losses import dice_scores
+
+    d = dice_scores(val_targets, probs)
+    tumour = val_targets.reshape(len(d), -1).any(axis=1)
+    return {"n": int(len(d)), "dice_mean": float(d[tumour].mean()) if tumour.any() else None,
+            "dice_median": float(np.median(d[tumour])) if tumour.any() else None,
+            "empty_mask_rate_no_tumor": float(d[~tumour].mean()) if (~tumour).any() else None}
+
+
+def _machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import os
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.system()}

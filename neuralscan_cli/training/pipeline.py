@@ -1,0 +1,105 @@
+"""tf.data input pipelines from a dataset cache, with batch-wise augmentation applied jointly to image and mask.
+
+Augmentation runs on whole batches (one projective-transform op per batch instead of per image), which is
+what keeps a 2-core CPU feeding the model. Geometric steps use the same matrices for image (bilinear) and
+mask (nearest), so masks stay aligned.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _affine_matrices(tf, batch: int, size: int, aug: dict, seed_stream):
+    """Per-sample 8-parameter projective transforms (output -> input coordinates)."""
+    rot = tf.random.uniform([batch], -1.0, 1.0, seed=seed_stream()) * (aug.get("rotation_deg", 0.0) * math.pi / 180.0)
+    zoom = 1.0 + tf.random.uniform([batch], -1.0, 1.0, seed=seed_stream()) * aug.get("zoom", 0.0)
+    shift = aug.get("shift", 0.0) * size
+    tx = tf.random.uniform([batch], -1.0, 1.0, seed=seed_stream()) * shift
+    ty = tf.random.uniform([batch], -1.0, 1.0, seed=seed_stream()) * shift
+    ones = tf.ones([batch])
+    flip_x = tf.where(tf.random.uniform([batch], seed=seed_stream()) < 0.5, -ones, ones) if aug.get("flip_lr") else ones
+    flip_y = tf.where(tf.random.uniform([batch], seed=seed_stream()) < 0.5, -ones, ones) if aug.get("flip_ud") else ones
+    c = (size - 1) / 2.0
+    cos, sin = tf.cos(rot) / zoom, tf.sin(rot) / zoom
+    a0, a1 = cos * flip_x, -sin * flip_y
+    b0, b1 = sin * flip_x, cos * flip_y
+    a2 = c - a0 * c - a1 * c - tx
+    b2 = c - b0 * c - b1 * c - ty
+    zeros = tf.zeros([batch])
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def _transform(tf, images, matrices, size, interpolation):
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=matrices, output_shape=tf.constant([size, size], dtype=tf.int32),
+        fill_value=0.0, interpolation=interpolation, fill_mode="CONSTANT")
+
+
+def _intensity(tf, x, aug: dict, seed_stream):
+    batch = tf.shape(x)[0]
+    shape = tf.stack([batch, 1, 1, 1])
+    if aug.get("contrast"):
+        x = (x - 0.5) * (1.0 + tf.random.uniform(shape, -1.0, 1.0, seed=seed_stream()) * aug["contrast"]) + 0.5
+    if aug.get("brightness"):
+        x = x + tf.random.uniform(shape, -1.0, 1.0, seed=seed_stream()) * aug["brightness"]
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    if aug.get("gamma"):
+        x = tf.pow(x + 1e-6, tf.exp(tf.random.uniform(shape, -1.0, 1.0, seed=seed_stream()) * aug["gamma"]))
+    if aug.get("noise_std"):
+        x = x + tf.random.normal(tf.shape(x), seed=seed_stream()) * aug["noise_std"]
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_classes: int, batch_size: int,
+                 input_size: int, training: bool, augment: dict | None = None, sample_weights: np.ndarray | None = None,
+                 seed: int = 42):
+    """A batched, prefetched tf.data pipeline.
+
+    images_u8: (N, S, S) uint8 from the cache; targets: class indices (classify) or (N, S, S) 0/1 masks
+    (segment). Yields (x float32 (B, s, s, 1) in [0, 1], y[, w]) with s = input_size.
+    """
+    import tensorflow as tf
+
+    counter = iter(range(seed * 1000, seed * 1000 + 10**6))
+
+    def seed_stream():
+        return next(counter)
+
+    aug = dict(augment or {})
+    size = int(images_u8.shape[1])
+    tensors = [images_u8, targets] + ([sample_weights.astype(np.float32)] if sample_weights is not None else [])
+    ds = tf.data.Dataset.from_tensor_slices(tuple(tensors))
+    if training:
+        ds = ds.shuffle(min(len(images_u8), 4096), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+
+    def to_batch(x, y, *w):
+        x = tf.cast(x, tf.float32)[..., None] / 255.0
+        if task == "segment":
+            y = tf.cast(y, tf.float32)[..., None]
+        else:
+            y = tf.one_hot(tf.cast(y, tf.int32), num_classes)
+        if training and aug:
+            b = tf.shape(x)[0]
+            m = _affine_matrices(tf, b, size, aug, seed_stream)
+            x = _transform(tf, x, m, size, "BILINEAR")
+            if task == "segment":
+                y = _transform(tf, y, m, size, "NEAREST")
+            x = _intensity(tf, x, aug, seed_stream)
+        if input_size != size:
+            x = tf.image.resize(x, [input_size, input_size], method="bilinear", antialias=True)
+            if task == "segment":
+                y = tf.image.resize(y, [input_size, input_size], method="nearest")
+        return (x, y, *w)
+
+    ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency weight per class (mean 1 over the samples)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return w.astype(np.float32)

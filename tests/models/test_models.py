@@ -1,0 +1,249 @@
+"""neuralscan_cli.models: registry, every model's build/forward/train step, .keras round trip, OpenVINO parity.
+
+Runs on Keras 2.15 (TF 2.15) and Keras 3 (TF >= 2.16). Small input sizes keep it fast on 2 cores; nothing is
+downloaded (backbones use weights="none").
+"""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from neuralscan_cli.models import (  # noqa: E402
+    BACKBONE_LAYER, FEATURES_LAYER, create_model, init_encoder_from_classifier, list_models, model_task,
+    set_backbone_trainable,
+)
+
+SIZE = 64
+BACKBONES = ["efficientnet_b0", "resnet50v2", "mobilenet_v3_small", "mobilenet_v3_large"]
+CLASSIFIERS = ["attention_cnn", "small_cnn", *BACKBONES]
+SEGMENTERS = ["unet", "attention_unet"]
+KERAS3 = int(keras.__version__.split(".")[0]) >= 3
+
+
+def _build(name, **options):
+    options.setdefault("input_size", SIZE)
+    if name in BACKBONES:
+        options.setdefault("weights", "none")
+    if model_task(name) == "classify":
+        options.setdefault("num_classes", 3)
+    return create_model(name, **options)
+
+
+def _batch(n=2, size=SIZE, seed=0):
+    return np.random.default_rng(seed).random((n, size, size, 1), dtype=np.float32)
+
+
+def _predict(model, x):
+    return np.asarray(model(x, training=False))
+
+
+# --- registry --------------------------------------------------------------------------------------------
+
+def test_registry_names_and_tasks():
+    assert set(list_models()) == set(CLASSIFIERS + SEGMENTERS)
+    assert all(model_task(n) == "classify" for n in CLASSIFIERS)
+    assert all(model_task(n) == "segment" for n in SEGMENTERS)
+    assert list_models("segment") == sorted(SEGMENTERS)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match=r"unknown model 'nope'; choose from: .*attention_cnn"):
+        create_model("nope")
+    with pytest.raises(ValueError, match="unknown model"):
+        model_task("nope")
+
+
+def test_unknown_option_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown option 'widthz' for model 'attention_cnn'; valid options: "
+                                         r"num_classes, input_size, widths"):
+        create_model("attention_cnn", widthz=(8, 16))
+
+
+def test_bad_option_values():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        create_model("attention_cnn", input_size=100)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        create_model("attention_cnn", input_size=SIZE, attention="transformer")
+    with pytest.raises(ValueError, match="not a file"):
+        create_model("mobilenet_v3_small", input_size=SIZE, weights="/nonexistent/w.weights.h5")
+
+
+# --- every model: forward + one training step ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", CLASSIFIERS + SEGMENTERS)
+def test_forward_and_train_step(name):
+    keras.utils.set_random_seed(0)
+    model = _build(name)
+    x = _batch()
+    y = _predict(model, x)
+    assert y.dtype == np.float32
+    assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0
+    if model_task(name) == "classify":
+        assert y.shape == (2, 3)
+        np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+        target, loss = np.array([0, 2]), "sparse_categorical_crossentropy"
+        assert model.get_layer(FEATURES_LAYER).output.shape[-1] > 0
+    else:
+        assert y.shape == (2, SIZE, SIZE, 1)
+        target, loss = (x > 0.5).astype(np.float32), "binary_crossentropy"
+    # run_eagerly: one step eagerly is ~10x faster here than tracing the train function (15-50 s per backbone)
+    model.compile(optimizer="adam", loss=loss, run_eagerly=True)
+    out = model.train_on_batch(x, target)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    assert np.isfinite(float(out))
+    assert np.all(np.isfinite(_predict(model, x)))
+
+
+def test_attention_cnn_variants_and_size():
+    for attention in ("se", "none"):
+        m = _build("attention_cnn", attention=attention, widths=(8, 16), blocks_per_stage=(1, 2),
+                   activation="swish")
+        assert _predict(m, _batch()).shape == (2, 3)
+    default = create_model("attention_cnn", input_size=256)
+    assert 1_000_000 < default.count_params() < 3_000_000
+    assert tuple(default.get_layer(FEATURES_LAYER).output.shape[1:3]) == (8, 8)
+
+
+def test_unet_sizes():
+    m = _build("unet", input_size=96, base_filters=8, depth=5)
+    assert _predict(m, _batch(size=96)).shape == (2, 96, 96, 1)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _build("unet", input_size=48, depth=5)
+
+
+def test_mixed_bfloat16_outputs_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        for name in ("attention_cnn", "attention_unet"):
+            m = _build(name, **({"widths": (8, 16), "blocks_per_stage": (1, 1)} if name == "attention_cnn"
+                                else {"base_filters": 8, "depth": 2}))
+            y = _predict(m, _batch())
+            assert y.dtype == np.float32 and np.all(np.isfinite(y))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_grad_cam_feature_model():
+    """The "features" layer is in the outer graph for every classifier, so a Grad-CAM model can be built."""
+    import tensorflow as tf
+
+    for name in ("attention_cnn", "mobilenet_v3_small"):
+        model = _build(name)
+        grad_model = keras.Model(model.input, [model.get_layer(FEATURES_LAYER).output, model.output])
+        x = tf.constant(_batch(1))
+        with tf.GradientTape() as tape:
+            feats, probs = grad_model(x, training=False)
+            score = probs[:, 0]
+        grads = tape.gradient(score, feats)
+        assert grads is not None and grads.shape == feats.shape
+
+
+# --- save / load -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["attention_cnn", "unet", "attention_unet", "mobilenet_v3_small"])
+def test_keras_save_load_roundtrip(name, tmp_path):
+    model = _build(name)
+    x = _batch()
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(_predict(loaded, x), _predict(model, x), rtol=0, atol=1e-6)
+
+
+# --- OpenVINO --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["attention_cnn", "unet", "attention_unet"])
+def test_openvino_parity(name):
+    ov = pytest.importorskip("openvino")
+    model = _build(name)
+    x = _batch(2, seed=1)
+    expected = _predict(model, x)
+    ov_model = ov.convert_model(model)
+    # f32 explicitly: on CPUs with native bf16 (AVX512_BF16/AMX) OpenVINO may otherwise default to bf16 inference.
+    compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled(x)[compiled.output(0)]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
+
+
+# --- backbones -------------------------------------------------------------------------------------------
+
+def _n_trainable(model):
+    return len(model.trainable_weights)
+
+
+def test_set_backbone_trainable_and_freeze_option():
+    model = _build("mobilenet_v3_small")
+    n_all = _n_trainable(model)
+    assert set_backbone_trainable(model, False) == 2 == _n_trainable(model)  # only the Dense head
+    n_full = set_backbone_trainable(model, True)
+    backbone = model.get_layer(BACKBONE_LAYER)
+    assert 2 < n_full < n_all  # BatchNorm gamma/beta stay frozen in fine-tuning
+    assert not any(l.trainable for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+    n_half = set_backbone_trainable(model, True, fine_tune_from=0.5)
+    assert 2 < n_half < n_full
+    assert not backbone.layers[1].trainable and any(l.trainable for l in backbone.layers[-10:])
+    frozen = _build("mobilenet_v3_small", freeze_backbone=True)
+    assert _n_trainable(frozen) == 2
+    with pytest.raises(ValueError, match="no 'backbone' layer"):
+        set_backbone_trainable(_build("small_cnn"), True)
+
+
+def _first_kernel(model):
+    backbone = model.get_layer(BACKBONE_LAYER)
+    layer = next(l for l in backbone.layers if isinstance(l, keras.layers.Conv2D))
+    return np.asarray(layer.get_weights()[0])
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".h5"])
+def test_backbone_weights_from_file(suffix, tmp_path):
+    if suffix == ".h5" and KERAS3:
+        pytest.skip("Keras 3 can only write .weights.h5 (it still reads legacy .h5 by name)")
+    keras.utils.set_random_seed(1)
+    src = _build("mobilenet_v3_small")
+    path = tmp_path / f"backbone{suffix}"
+    src.get_layer(BACKBONE_LAYER).save_weights(str(path))
+    keras.utils.set_random_seed(2)
+    fresh = _build("mobilenet_v3_small")
+    assert not np.array_equal(_first_kernel(fresh), _first_kernel(src))
+    loaded = _build("mobilenet_v3_small", weights=str(path))
+    np.testing.assert_array_equal(_first_kernel(loaded), _first_kernel(src))
+    x = _batch()
+    # the head is new (random), but the backbone feature maps must match exactly
+    feats = lambda m: _predict(keras.Model(m.input, m.get_layer(FEATURES_LAYER).output), x)  # noqa: E731
+    np.testing.assert_allclose(feats(loaded), feats(src), rtol=0, atol=1e-5)
+
+
+def test_backbone_weights_from_foreign_file_is_an_error(tmp_path):
+    path = tmp_path / "other.weights.h5"
+    _build("small_cnn").save_weights(str(path))
+    path.with_name("x.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match="could not load mobilenet_v3_small|no weights in"):
+        _build("mobilenet_v3_small", weights=str(path))
+    with pytest.raises(ValueError, match="expected a .weights.h5 or .h5 file"):
+        _build("mobilenet_v3_small", weights=str(path.with_name("x.keras")))
+
+
+# --- U-Net encoder from a classifier ---------------------------------------------------------------------
+
+def test_init_encoder_from_classifier():
+    keras.utils.set_random_seed(3)
+    clf = _build("attention_cnn", widths=(16, 32, 64, 128))
+    seg = _build("attention_unet", base_filters=16, depth=4)
+    before = np.asarray(seg.get_layer("s2_b1_conv1").get_weights()[0]).copy()
+    copied = init_encoder_from_classifier(seg, clf)
+    assert copied == 16  # 8 encoder convs + their BatchNorms
+    after = np.asarray(seg.get_layer("s2_b1_conv1").get_weights()[0])
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, np.asarray(clf.get_layer("s2_b1_conv1").get_weights()[0]))
+    # widths that do not line up with base_filters: nothing is copied
+    assert init_encoder_from_classifier(_build("unet", base_filters=8), clf) == 0
