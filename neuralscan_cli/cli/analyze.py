@@ -64,7 +64,8 @@ def _print(s: dict, out: Path) -> None:
         t.add_row("outliers", f"{c['far_from_class']} far from their class, {c['neighbours_disagree']} whose "
                   f"neighbours carry another label, {c['cross_label_twins']} near-twins under another label")
     for step, tm in s["timings"].items():
-        t.add_row(f"{step} time", ", ".join(f"{e} {v:.2f} s" for e, v in tm["seconds"].items()) + f" (used {tm['used']})")
+        t.add_row(f"{step} time",
+                  ", ".join(f"{e} {v:.2f} s" for e, v in tm["seconds"].items()) + f" (used {tm['used']})")
     console.print(t)
     top = s["separability"]["top"][:10]
     if top:
@@ -76,7 +77,8 @@ def _print(s: dict, out: Path) -> None:
             ft.add_row(r["feature"], f"{r['anova_f']:.1f}", f"{r['mutual_info']:.3f}")
         console.print(ft)
     if o and (o["neighbours_disagree"] or o["cross_label_twins"]):
-        ot = Table(title="Label-noise / duplicate suspects (first 5 of each; all in analysis.json)", title_justify="left")
+        ot = Table(title="Label-noise / duplicate suspects (first 5 of each; all in analysis.json)",
+                   title_justify="left")
         ot.add_column("kind")
         ot.add_column("image", overflow="fold")
         ot.add_column("detail")

@@ -85,8 +85,9 @@ def _print_summary(s: dict, out: Path) -> None:
             st, it, c = e["engines"]["stock"], e["engines"]["intel"], e["comparison"]
             tt.add_row(m, f"{st['fit_seconds']:.2f}", f"{it['fit_seconds']:.2f}",
                        f"{c['fit_speedup']:.1f}x" if c["fit_speedup"] else "n/a", f"{st['predict_seconds']:.3f}",
-                       f"{it['predict_seconds']:.3f}", f"{c['predict_speedup']:.1f}x" if c["predict_speedup"] else "n/a",
-                       f"{c['prediction_agreement']:.1%}")
+                       f"{it['predict_seconds']:.3f}",
+                       f"{c['predict_speedup']:.1f}x" if c["predict_speedup"] else "n/a",
+                       f"{c['prediction_agreement']:.2%}")
         console.print(tt)
     for n in s["notes"]:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
@@ -94,7 +95,8 @@ def _print_summary(s: dict, out: Path) -> None:
 
 
 def _print_predictions(rows: list[dict], meta: dict, out: Path | None, json_out: bool) -> None:
-    cols = ["path", "slice", "label", "prediction"] + sorted({k for r in rows for k in r if k.startswith("p_")}) + ["error"]
+    probs = sorted({k for r in rows for k in r if k.startswith("p_")})
+    cols = ["path", "slice", "label", "prediction"] + probs + ["error"]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w", newline="") as fh:
@@ -107,7 +109,7 @@ def _print_predictions(rows: list[dict], meta: dict, out: Path | None, json_out:
     t = Table(title=f"{meta['name']} ({meta['engine']}) from {meta['folder']}", title_justify="left")
     for c in cols:
         if any(r.get(c) not in (None, "") for r in rows):
-            t.add_column(c)
+            t.add_column(c, overflow="fold" if c in ("path", "error") else "ellipsis")
     shown = [c.header for c in t.columns]
     for r in rows[:30]:
         t.add_row(*[f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in shown])

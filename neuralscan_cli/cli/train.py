@@ -27,7 +27,9 @@ def train(
     intra_op: int = typer.Option(None, min=0, help="Intra-op threads (runtime.intra_op_threads; 0 = all cores)."),
     inter_op: int = typer.Option(None, min=0, help="Inter-op threads (runtime.inter_op_threads)."),
     itex: bool = typer.Option(None, "--itex/--no-itex", help="Load Intel Extension for TensorFlow when installed."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (its saved config "
+                                "is used unless --config is given; --epochs N with N <= the epochs done finishes "
+                                "the bundle from the best checkpoint)."),
 ):
     """Train a model on a preprocess cache; the run folder is a model bundle the other commands read."""
     from ..training import load_config
@@ -38,6 +40,8 @@ def train(
                  "model.init_from": init_from, "runtime.seed": seed, "runtime.intra_op_threads": intra_op,
                  "runtime.inter_op_threads": inter_op, "runtime.itex": itex}
     extra = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
+    if resume and config is None and out is not None and (out / "config.yaml").is_file():
+        config = out / "config.yaml"  # a resumed run keeps its own resolved config unless told otherwise
     with friendly_errors():
         cfg = load_config(config, [*overrides, *extra])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -43,8 +44,8 @@ def separability(Z: np.ndarray, y: np.ndarray, names: list[str], seed: int = 0) 
         warnings.simplefilter("ignore")
         F, p = f_classif(Z, y)
         mi = mutual_info_classif(Z, y, random_state=seed, n_neighbors=3)
-    rows = [{"feature": n, "family": family(n), "anova_f": float(np.nan_to_num(f)), "p": float(np.nan_to_num(pp, nan=1.0)),
-             "mutual_info": float(m)} for n, f, pp, m in zip(names, F, p, mi)]
+    rows = [{"feature": n, "family": family(n), "anova_f": float(np.nan_to_num(f)),
+             "p": float(np.nan_to_num(pp, nan=1.0)), "mutual_info": float(m)} for n, f, pp, m in zip(names, F, p, mi)]
     return sorted(rows, key=lambda r: -r["anova_f"])
 
 
@@ -199,12 +200,14 @@ def analyze(cache_path: str | Path, out: str | Path, *, config: FeatureConfig = 
         "n_images": len(cache), "n_labelled": int(lab.sum()), "classes": classes,
         "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(classes)},
         "features": {"n": len(names), "n_constant": int((~keep).sum()), "region": fcfg.region,
-                     "families": {f: sum(1 for n in names if family(n) == f) for f in dict.fromkeys(map(family, names))},
+                     "families": dict(Counter(map(family, names))),
                      "config": fcfg.to_dict()},
-        "pca": {"explained_variance_ratio": evr[:100].tolist(), "n_components": n_comp, "components_for_90pct": n90, "components_for_95pct": n95,
+        "pca": {"explained_variance_ratio": evr[:100].tolist(), "n_components": n_comp,
+                "components_for_90pct": n90, "components_for_95pct": n95,
                 "first_two": float(cum[min(1, len(cum) - 1)])},
         "kmeans": summary_kmeans,
-        "separability": {"top": sep[:25], "by_family_median_anova_f": {f: float(np.median(v)) for f, v in fam_sep.items()}},
+        "separability": {"top": sep[:25],
+                         "by_family_median_anova_f": {f: float(np.median(v)) for f, v in fam_sep.items()}},
         "correlation": {"pairs_above_0.95": len(pairs), "top_pairs": pairs[:20]},
         "outliers": outliers, "cache_duplicates": cache.info.get("duplicates", {}),
         "timings": timings, "engines": engines, "notes": notes,
@@ -298,8 +301,8 @@ def _write_report(s: dict, path: Path, has_sep: bool) -> None:
     lines = [f"# Feature analysis of {Path(s['cache']).name}", "",
              f"{s['n_images']} images ({s['n_labelled']} labelled; "
              + ", ".join(f"{c} {n}" for c, n in s["class_counts"].items()) + f"); {s['features']['n']} features over "
-             f"the {s['features']['region']} region (" + ", ".join(f"{f} {n}" for f, n in s["features"]["families"].items())
-             + ").", "",
+             f"the {s['features']['region']} region ("
+             + ", ".join(f"{f} {n}" for f, n in s["features"]["families"].items()) + ").", "",
              "## Principal components", "",
              f"The first two components explain {s['pca']['first_two']:.1%} of the variance; "
              f"{s['pca']['components_for_90pct']} explain 90%, {s['pca']['components_for_95pct']} explain 95%.", "",
@@ -311,7 +314,8 @@ def _write_report(s: dict, path: Path, has_sep: bool) -> None:
                   ""]
     if has_sep:
         lines += ["## Class separability", "", "| feature | ANOVA F | mutual information |", "|---|---|---|"]
-        lines += [f"| {r['feature']} | {r['anova_f']:.1f} | {r['mutual_info']:.3f} |" for r in s["separability"]["top"][:15]]
+        lines += [f"| {r['feature']} | {r['anova_f']:.1f} | {r['mutual_info']:.3f} |"
+                  for r in s["separability"]["top"][:15]]
         lines += ["", "![separability](separability.png)", ""]
     lines += ["## Correlation", "", f"{s['correlation']['pairs_above_0.95']} feature pairs correlate at |r| >= 0.95 "
               "(redundant features).", "", "![correlation](correlation.png)", ""]
@@ -319,7 +323,8 @@ def _write_report(s: dict, path: Path, has_sep: bool) -> None:
         c = o.get("counts", {})
         lines += ["## Outliers (label-noise and duplicate suspects)", "",
                   f"- far from their class: {c.get('far_from_class', 0)}",
-                  f"- nearest images of other patients/groups mostly carry another label: {c.get('neighbours_disagree', 0)}",
+                  "- nearest images of other patients/groups mostly carry another label: "
+                  f"{c.get('neighbours_disagree', 0)}",
                   f"- near-twins under another label: {c.get('cross_label_twins', 0)}", ""]
         if o["neighbours_disagree"]:
             lines += ["| image | label | neighbours say | share |", "|---|---|---|---|"]
@@ -328,7 +333,8 @@ def _write_report(s: dict, path: Path, has_sep: bool) -> None:
             lines.append("")
         if o["cross_label_twins"]:
             lines += ["| image A | label A | image B | label B |", "|---|---|---|---|"]
-            lines += [f"| `{r['a']}` | {r['label_a']} | `{r['b']}` | {r['label_b']} |" for r in o["cross_label_twins"][:10]]
+            lines += [f"| `{r['a']}` | {r['label_a']} | `{r['b']}` | {r['label_b']} |"
+                      for r in o["cross_label_twins"][:10]]
             lines.append("")
     if s["notes"]:
         lines += ["## Engines", ""] + [f"- {n}" for n in s["notes"]] + [""]

@@ -248,8 +248,8 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     if resume:
         state = json.loads((ckpt / "state.json").read_text())
         model = keras.models.load_model(str(ckpt / "last.keras"))
-        if state["epoch"] >= epochs:
-            raise TrainError(f"{run_dir}: already trained {state['epoch']} of {epochs} epochs (raise train.epochs)")
+        # state["epoch"] >= epochs: nothing left to fit; the bundle is (re)written from the best checkpoint,
+        # which is how a run stopped by hand is finished
     else:
         model = _build_model(cfg, len(classes))
         init_from = cfg["model"].get("init_from")

@@ -11,16 +11,16 @@ import math
 import numpy as np
 
 
-def _affine_matrices(tf, batch: int, size: int, aug: dict, seed_stream):
+def _affine_matrices(tf, batch, size: int, aug: dict, rand):
     """Per-sample 8-parameter projective transforms (output -> input coordinates)."""
-    rot = tf.random.uniform([batch], -1.0, 1.0, seed=seed_stream()) * (aug.get("rotation_deg", 0.0) * math.pi / 180.0)
-    zoom = 1.0 + tf.random.uniform([batch], -1.0, 1.0, seed=seed_stream()) * aug.get("zoom", 0.0)
+    rot = rand([batch], -1.0, 1.0) * (aug.get("rotation_deg", 0.0) * math.pi / 180.0)
+    zoom = 1.0 + rand([batch], -1.0, 1.0) * aug.get("zoom", 0.0)
     shift = aug.get("shift", 0.0) * size
-    tx = tf.random.uniform([batch], -1.0, 1.0, seed=seed_stream()) * shift
-    ty = tf.random.uniform([batch], -1.0, 1.0, seed=seed_stream()) * shift
+    tx = rand([batch], -1.0, 1.0) * shift
+    ty = rand([batch], -1.0, 1.0) * shift
     ones = tf.ones([batch])
-    flip_x = tf.where(tf.random.uniform([batch], seed=seed_stream()) < 0.5, -ones, ones) if aug.get("flip_lr") else ones
-    flip_y = tf.where(tf.random.uniform([batch], seed=seed_stream()) < 0.5, -ones, ones) if aug.get("flip_ud") else ones
+    flip_x = tf.where(rand([batch], 0.0, 1.0) < 0.5, -ones, ones) if aug.get("flip_lr") else ones
+    flip_y = tf.where(rand([batch], 0.0, 1.0) < 0.5, -ones, ones) if aug.get("flip_ud") else ones
     c = (size - 1) / 2.0
     cos, sin = tf.cos(rot) / zoom, tf.sin(rot) / zoom
     a0, a1 = cos * flip_x, -sin * flip_y
@@ -37,18 +37,18 @@ def _transform(tf, images, matrices, size, interpolation):
         fill_value=0.0, interpolation=interpolation, fill_mode="CONSTANT")
 
 
-def _intensity(tf, x, aug: dict, seed_stream):
+def _intensity(tf, x, aug: dict, rand, normal):
     batch = tf.shape(x)[0]
     shape = tf.stack([batch, 1, 1, 1])
     if aug.get("contrast"):
-        x = (x - 0.5) * (1.0 + tf.random.uniform(shape, -1.0, 1.0, seed=seed_stream()) * aug["contrast"]) + 0.5
+        x = (x - 0.5) * (1.0 + rand(shape, -1.0, 1.0) * aug["contrast"]) + 0.5
     if aug.get("brightness"):
-        x = x + tf.random.uniform(shape, -1.0, 1.0, seed=seed_stream()) * aug["brightness"]
+        x = x + rand(shape, -1.0, 1.0) * aug["brightness"]
     x = tf.clip_by_value(x, 0.0, 1.0)
     if aug.get("gamma"):
-        x = tf.pow(x + 1e-6, tf.exp(tf.random.uniform(shape, -1.0, 1.0, seed=seed_stream()) * aug["gamma"]))
+        x = tf.pow(x + 1e-6, tf.exp(rand(shape, -1.0, 1.0) * aug["gamma"]))
     if aug.get("noise_std"):
-        x = x + tf.random.normal(tf.shape(x), seed=seed_stream()) * aug["noise_std"]
+        x = x + normal(tf.shape(x)) * aug["noise_std"]
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
@@ -62,11 +62,6 @@ def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_c
     """
     import tensorflow as tf
 
-    counter = iter(range(seed * 1000, seed * 1000 + 10**6))
-
-    def seed_stream():
-        return next(counter)
-
     aug = dict(augment or {})
     size = int(images_u8.shape[1])
     tensors = [images_u8, targets] + ([sample_weights.astype(np.float32)] if sample_weights is not None else [])
@@ -74,8 +69,25 @@ def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_c
     if training:
         ds = ds.shuffle(min(len(images_u8), 4096), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
+    # stateless random ops seeded by a per-batch key from a seeded stream: the same seed gives the same
+    # augmentation in every run however the parallel map schedules batches, and each epoch differs
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, keys)).map(lambda batch, key: (*batch, key))
 
-    def to_batch(x, y, *w):
+    def to_batch(x, y, *rest):
+        *w, key = rest
+        calls = [0]
+
+        def next_seed():
+            calls[0] += 1
+            return tf.stack([key, tf.constant(calls[0], tf.int64)])
+
+        def rand(shape, lo, hi):
+            return tf.random.stateless_uniform(shape, seed=next_seed(), minval=lo, maxval=hi)
+
+        def normal(shape):
+            return tf.random.stateless_normal(shape, seed=next_seed())
+
         x = tf.cast(x, tf.float32)[..., None] / 255.0
         if task == "segment":
             y = tf.cast(y, tf.float32)[..., None]
@@ -83,18 +95,18 @@ def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_c
             y = tf.one_hot(tf.cast(y, tf.int32), num_classes)
         if training and aug:
             b = tf.shape(x)[0]
-            m = _affine_matrices(tf, b, size, aug, seed_stream)
+            m = _affine_matrices(tf, b, size, aug, rand)
             x = _transform(tf, x, m, size, "BILINEAR")
             if task == "segment":
                 y = _transform(tf, y, m, size, "NEAREST")
-            x = _intensity(tf, x, aug, seed_stream)
+            x = _intensity(tf, x, aug, rand, normal)
         if input_size != size:
             x = tf.image.resize(x, [input_size, input_size], method="bilinear", antialias=True)
             if task == "segment":
                 y = tf.image.resize(y, [input_size, input_size], method="nearest")
         return (x, y, *w)
 
-    ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # seeded runs repeat exactly
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

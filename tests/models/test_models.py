@@ -161,6 +161,7 @@ def test_keras_save_load_roundtrip(name, tmp_path):
 
 # --- OpenVINO --------------------------------------------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore:The structure of `inputs`")  # Keras 3, raised inside ov.convert_model
 @pytest.mark.parametrize("name", ["attention_cnn", "unet", "attention_unet"])
 def test_openvino_parity(name):
     ov = pytest.importorskip("openvino")
@@ -223,6 +224,7 @@ def test_backbone_weights_from_file(suffix, tmp_path):
     np.testing.assert_allclose(feats(loaded), feats(src), rtol=0, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Keras 3 warns per object it cannot load
 def test_backbone_weights_from_foreign_file_is_an_error(tmp_path):
     path = tmp_path / "other.weights.h5"
     _build("small_cnn").save_weights(str(path))

@@ -1,0 +1,88 @@
+"""`neuralscan segment PATH... --out DIR`: outline tumours, write masks, overlays and measurements.csv."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .app import app
+from .common import console, err_console, fail, friendly_errors, progress_bar
+
+MAX_PROBLEMS_SHOWN = 10
+
+
+@app.command(no_args_is_help=True)
+def segment(
+    paths: list[Path] = typer.Argument(..., help="Scan files or folders (searched recursively): PNG, JPEG, BMP, "
+                                       "TIFF, DICOM, NIfTI, figshare .mat.", metavar="PATH..."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for masks/, overlays/, measurements.csv and "
+                             "errors.csv. Rerunning into the same folder resumes."),
+    model: str = typer.Option("bundled-segmenter", help="A segmentation bundle folder, a model file inside one, "
+                              "or 'bundled-segmenter'."),
+    engine: str = typer.Option("auto", help="auto, openvino-int8, openvino-fp32 or keras."),
+    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability above which a pixel is tumour."),
+    batch_size: int = typer.Option(16, min=1, help="Images per inference batch."),
+    min_component: float = typer.Option(0.0005, min=0.0, max=0.5, help="Drop predicted blobs smaller than this "
+                                        "share of the model's input image."),
+):
+    """Outline the tumour in every scan: a mask (PNG; NIfTI too for NIfTI input, with the scan's affine), an
+    overlay PNG, and one row of measurements (area, RANO diameters, centroid, side) per slice."""
+    from ..inference.bundle import ENGINES
+
+    if engine not in ENGINES:
+        raise fail(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'")
+    if out.exists() and not out.is_dir():
+        raise fail(f"{out}: exists and is not a folder")
+    with friendly_errors():
+        from ..inference.segmentation import find_scans, load_segmenter, segment_paths
+
+        find_scans(paths, exclude=out)  # a missing path or an empty folder fails before the model loads
+        bundle, runner = load_segmenter(model, engine)
+        try:
+            with progress_bar() as bar:
+                task = bar.add_task(f"segmenting ({runner.engine})", total=None, rate="")
+
+                def on_total(n):
+                    bar.update(task, total=n)
+
+                def on_progress(done, total):
+                    elapsed = bar.tasks[task].elapsed or 1e-9
+                    bar.update(task, completed=done, rate=f"{done / elapsed:.1f} scans/s")
+
+                summary = segment_paths(paths, bundle, out, threshold=threshold, batch_size=batch_size,
+                                        min_component=min_component, runner=runner, on_total=on_total,
+                                        on_progress=on_progress)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: the scans finished so far are saved in {out / 'measurements.csv'}; "
+                              "run the same command again to resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+    if summary.n_files == 1 and summary.n_failed == 1:  # one file given, and it is bad: just say why
+        raise fail(summary.errors[0], code=1)
+    _print_summary(summary)
+    if summary.n_failed and summary.n_segmented == 0 and summary.n_resumed == 0:
+        raise fail(f"no scan could be segmented ({summary.n_failed} file(s) failed; see "
+                   f"{out / 'errors.csv'})", code=1)
+
+
+def _print_summary(s) -> None:
+    table = Table(title=f"Segmentation with {s.model} ({s.engine})", title_justify="left")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    rows = [("scan files found", s.n_files), ("segmented now", s.n_segmented), ("  slices", s.n_slices),
+            ("  slices with tumour", s.n_tumor), ("done before (resumed)", s.n_resumed), ("failed", s.n_failed)]
+    if s.n_ignored:
+        rows.append(("non-scan files ignored", s.n_ignored))
+    for name, n in rows:
+        table.add_row(name, str(n))
+    console.print(table)
+    rate = f", {s.n_segmented / s.seconds:.1f} scans/s" if s.n_segmented and s.seconds > 0 else ""
+    console.print(f"{s.seconds:.1f} s{rate}; measurements in {Path(s.out_dir) / 'measurements.csv'}",
+                  highlight=False, soft_wrap=True)
+    if s.errors:
+        err_console.print(f"[yellow]{s.n_failed} file(s) skipped, listed in {Path(s.out_dir) / 'errors.csv'}:[/]",
+                          highlight=False, soft_wrap=True)
+        for e in s.errors[:MAX_PROBLEMS_SHOWN]:
+            err_console.print(f"  {e}", highlight=False, soft_wrap=True)
+        if len(s.errors) > MAX_PROBLEMS_SHOWN:
+            err_console.print(f"  ... and {len(s.errors) - MAX_PROBLEMS_SHOWN} more")

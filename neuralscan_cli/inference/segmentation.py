@@ -1,0 +1,428 @@
+"""Outlining tumours in scans on disk with a segmentation bundle, writing masks, overlays and measurements.
+
+`segment_paths(paths, model, out_dir)` walks files and folders (recursively, every format `read_scan` reads),
+preprocesses each slice exactly as the model's training data was, predicts in batches, thresholds, drops
+specks, maps the mask back onto the scan's own grid and measures it. It writes, in `out_dir`:
+
+  measurements.csv   one row per slice (`FIELDS`), appended and flushed as each scan finishes
+  errors.csv         path, error: the files that could not be segmented in the latest run(s)
+  masks/<name>_mask.png            (multi-slice sources: <name>_s<slice>_mask.png), 255 = tumour
+  masks/<name>_mask.nii.gz         NIfTI inputs: one mask volume with the source's affine and orientation
+  overlays/<name>[_s<slice>]_overlay.png   the scan in grey with the tumour's outline in red
+  segment.json       the model and threshold the folder's results came from
+
+<name> is the input's path relative to the common folder of all inputs, without its extension, so two
+`scan.png` in different folders do not collide. Rerunning the same command resumes: scans whose rows are
+already in measurements.csv are skipped; files that failed before are tried again.
+
+NIfTI slices are segmented in the usual radiological display (the reader's canonical slice `p` shown as
+`p[::-1, ::-1].T`: anterior / superior up, the patient's right on the image's left), which is how the 2-D
+training datasets look; the mask PNGs, overlays and measurement coordinates of NIfTI inputs are in that
+display, and the NIfTI mask volume is mapped back to the source's voxel grid.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import NeuralScanError
+from ..evaluation.measurements import COLUMNS, measure_mask, remove_small_components
+from .bundle import BundleError, ModelBundle, load_bundle
+
+FIELDS = ["path", "slice", *COLUMNS, "mask_file", "overlay_file"]
+ERROR_FIELDS = ["path", "error"]
+MEASUREMENTS = "measurements.csv"
+ERRORS = "errors.csv"
+RUN_INFO = "segment.json"
+DEFAULT_MIN_COMPONENT = 0.0005  # predicted blobs smaller than this share of the model's input image are dropped
+
+
+@dataclass
+class SegmentSummary:
+    out_dir: Path
+    model: str = ""
+    engine: str = ""
+    n_files: int = 0  # scan files found
+    n_resumed: int = 0  # already in measurements.csv: skipped
+    n_segmented: int = 0  # files segmented in this run
+    n_slices: int = 0  # slices segmented in this run
+    n_tumor: int = 0  # of which with a tumour
+    n_ignored: int = 0  # files in the folders that are not scans (wrong extension and signature)
+    errors: list[str] = field(default_factory=list)  # one line per failed file
+    seconds: float = 0.0
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.errors)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -> tuple[list[Path], Path, int]:
+    """(scan files, their common root, number of non-scan files ignored) for files and folders.
+
+    Folders are walked recursively (hidden files and anything under `exclude` left out); a file named
+    explicitly is always taken, whatever its format (a bad one fails later, with its reason). Raises
+    NeuralScanError for a missing path or when no scan file is found.
+    """
+    from ..io import is_scan_file
+
+    exclude = Path(exclude).resolve() if exclude is not None else None
+    files: list[Path] = []
+    roots: list[str] = []
+    ignored = 0
+    for p in map(Path, paths):
+        if not p.exists():
+            raise NeuralScanError(f"{p}: no such file or folder")
+        p = p.resolve()
+        if p.is_dir():
+            roots.append(str(p))
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or f.name.startswith("."):
+                    continue
+                if exclude is not None and (f == exclude or exclude in f.parents):
+                    continue
+                if is_scan_file(f):
+                    files.append(f)
+                else:
+                    ignored += 1
+        else:
+            roots.append(str(p.parent))
+            files.append(p)
+    files = list(dict.fromkeys(files))  # a file reached twice is segmented once
+    if not files:
+        raise NeuralScanError(f"no scan files found in {', '.join(map(str, paths))}")
+    return files, Path(os.path.commonpath(roots)), ignored
+
+
+def _strip_extension(name: str) -> str:
+    from ..io import supported_extensions
+
+    low = name.lower()
+    for ext in sorted(supported_extensions(), key=len, reverse=True):
+        if low.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name  # e.g. a DICOM file named by its UID: keep the whole name
+
+
+def output_names(files: Sequence[Path], root: Path) -> dict[Path, str]:
+    """A unique output stem per file: its path relative to `root`, without the scan extension."""
+    rel = {f: f.relative_to(root) if root in f.parents else Path(f.name) for f in files}
+    stems = {f: (r.parent / _strip_extension(r.name)).as_posix() for f, r in rel.items()}
+    counts: dict[str, int] = {}
+    for s in stems.values():
+        counts[s] = counts.get(s, 0) + 1
+    for f, s in stems.items():
+        if counts[s] > 1:  # scan.png and scan.dcm side by side: keep the extension in the name
+            stems[f] = (rel[f].parent / rel[f].name.replace(".", "_")).as_posix()
+    return stems
+
+
+# ---------------------------------------------------------------------------------------- output files
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _read_done(path: Path) -> set[str]:
+    """Source paths that already have rows in measurements.csv. Drops a torn last line left by a crash."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return set()
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):  # a row cut short: drop it (its scan is redone)
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return set()
+        if header != FIELDS:
+            raise NeuralScanError(f"{path}: not a measurements file written by this version of neuralscan "
+                                  f"segment; choose another --out folder")
+        return {row[0] for row in reader if row}
+
+
+def _check_run_info(out_dir: Path, info: dict) -> None:
+    """Results in one folder must come from one model and threshold, or a resumed run would mix them."""
+    path = out_dir / RUN_INFO
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            before = {}
+        if (out_dir / MEASUREMENTS).is_file():
+            for key in ("model_path", "threshold", "min_component"):
+                if key in before and before[key] != info[key]:
+                    raise NeuralScanError(f"{out_dir} holds results made with {key.replace('_', ' ')} "
+                                          f"{before[key]}, not {info[key]}; use the same settings to resume, "
+                                          f"or another --out folder")
+    path.write_text(json.dumps(info, indent=2))
+
+
+def _open_errors(out_dir: Path, retried: set[str]):
+    """errors.csv with earlier rows about files not in this run kept; returns the open file and its writer."""
+    path = out_dir / ERRORS
+    kept: list[list[str]] = []
+    if path.is_file():
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        kept = [r for r in rows[1:] if r and r[0] not in retried]
+    fh = open(path, "w", newline="")
+    writer = csv.writer(fh)
+    writer.writerow(ERROR_FIELDS)
+    writer.writerows(kept)
+    fh.flush()
+    return fh, writer
+
+
+def overlay_rgb(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The scan in grey (0.5-99.5 percentile window) with the mask's outline in red, as uint8 RGB."""
+    from scipy import ndimage
+
+    from ..preprocess import normalize_intensity
+
+    grey = (normalize_intensity(pixels) * 255.0 + 0.5).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    m = np.asarray(mask, dtype=bool)
+    if m.any():
+        edge = m & ~ndimage.binary_erosion(m, border_value=0)
+        thick = max(pixels.shape) // 384  # about one line per 384 pixels, so the outline shows on big images
+        if thick:
+            edge = ndimage.binary_dilation(edge, iterations=thick) & ~ndimage.binary_erosion(m, iterations=thick + 1)
+        rgb[edge] = (255, 0, 0)
+    return rgb
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _to_display(s) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A slice as the model should see it, and its (row, col) spacing there."""
+    if s.affine is not None and "axis" in s.extra:  # NIfTI: canonical slice -> radiological display
+        spacing = (s.spacing[1], s.spacing[0]) if s.spacing else None
+        return np.ascontiguousarray(s.pixels[::-1, ::-1].T), spacing
+    return s.pixels, s.spacing
+
+
+def _from_display(mask: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(mask.T[::-1, ::-1])
+
+
+def _write_nifti_mask(path: Path, source: Path, slices, masks: list[np.ndarray]) -> None:
+    """One mask volume for a NIfTI source, on the source's own voxel grid and affine when possible."""
+    import nibabel as nib
+
+    from ..io import write_mask_nifti
+
+    first = slices[0]
+    shape, axis = tuple(first.extra["volume_shape"]), int(first.extra["axis"])
+    volume = np.zeros(shape, dtype=np.uint8)
+    for s, m in zip(slices, masks):
+        index = [slice(None)] * 3
+        index[axis] = s.slice_index
+        volume[tuple(index)] = _from_display(m)
+    canonical = nib.Nifti1Image(volume, first.affine)
+    try:
+        stored = nib.load(source)
+        if len(stored.shape) >= 3:
+            back = canonical.as_reoriented(nib.orientations.io_orientation(stored.affine))
+            if back.shape == tuple(stored.shape[:3]) and np.allclose(back.affine, stored.affine, atol=1e-4):
+                write_mask_nifti(path, np.asarray(back.dataobj), stored.affine)
+                return
+    except Exception:  # noqa: BLE001 -- an unusual file name or header: the canonical grid is just as valid
+        pass
+    write_mask_nifti(path, volume, first.affine)
+
+
+# -------------------------------------------------------------------------------------------- the work
+
+@dataclass
+class _Job:
+    path: Path
+    name: str
+    slices: list
+    images: list  # model inputs, float32 (S, S)
+    geoms: list
+    displays: list  # (pixels, spacing, midline_x) per slice
+
+
+def _prepare(path: Path, name: str, config) -> _Job:
+    from ..io import read_scan
+    from ..preprocess import head_box, normalize_intensity, preprocess_image
+
+    slices = read_scan(path)
+    job = _Job(path, name, slices, [], [], [])
+    for s in slices:
+        pixels, spacing = _to_display(s)
+        image01, _, geom = preprocess_image(pixels, config)
+        r0, r1, c0, c1 = geom.box if config.crop else head_box(normalize_intensity(pixels, config.clip_low,
+                                                                                   config.clip_high),
+                                                               config.head_threshold, config.margin)
+        job.images.append(image01)
+        job.geoms.append(geom)
+        job.displays.append((pixels, spacing, (c0 + c1 - 1) / 2.0))
+    return job
+
+
+def _finish(job: _Job, probs: np.ndarray, out_dir: Path, threshold: float, min_pixels: int) -> tuple[list, int]:
+    """Masks, overlays and measurement rows of one scan. Returns (csv rows, slices with tumour)."""
+    from ..io import write_mask_png
+    from ..preprocess import restore_mask
+
+    multi = len(job.slices) > 1
+    rows, masks, n_tumor = [], [], 0
+    for s, prob, geom, (pixels, spacing, midline) in zip(job.slices, probs, job.geoms, job.displays):
+        small = remove_small_components(prob[..., 0] > threshold, min_pixels)
+        mask = restore_mask(small, geom).astype(bool)
+        sagittal = s.affine is not None and s.extra.get("axis") == 0  # a sagittal slice has no left or right
+        m = measure_mask(mask, spacing, None if sagittal else midline)
+        n_tumor += bool(m["tumor_present"])
+        stem = f"{job.name}_s{s.slice_index}" if multi else job.name
+        mask_rel, overlay_rel = f"masks/{stem}_mask.png", f"overlays/{stem}_overlay.png"
+        write_mask_png(out_dir / mask_rel, mask)
+        _save_png(out_dir / overlay_rel, overlay_rgb(pixels, mask))
+        masks.append(mask)
+        rows.append([str(job.path), s.slice_index, *(m[c] for c in COLUMNS), mask_rel, overlay_rel])
+    if job.slices[0].affine is not None and "volume_shape" in job.slices[0].extra:
+        _write_nifti_mask(out_dir / f"masks/{job.name}_mask.nii.gz", job.path, job.slices, masks)
+    return rows, n_tumor
+
+
+def load_segmenter(model: str | Path | ModelBundle, engine: str = "auto"):
+    """(bundle, runner) for a segmentation model spec; BundleError when it is missing or not a segmenter."""
+    from .runners import engine_of_file, make_runner
+
+    bundle = model if isinstance(model, ModelBundle) else load_bundle(model)
+    if bundle.task != "segment":
+        raise BundleError(f"{bundle.name} is a {bundle.task} model; segment needs a segmentation model "
+                          f"(e.g. bundled-segmenter)")
+    if bundle.preprocessing.size != bundle.size:
+        raise BundleError(f"{bundle.root}: preprocessing size {bundle.preprocessing.size} differs from the input "
+                          f"size {bundle.size}")
+    if engine == "auto" and not isinstance(model, ModelBundle) and Path(str(model)).is_file():
+        engine = engine_of_file(bundle, model) or engine  # a model file named explicitly picks its engine
+    return bundle, make_runner(bundle, engine)
+
+
+def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, out_dir: str | Path, *,
+                  engine: str = "auto", threshold: float = 0.5, batch_size: int = 16,
+                  min_component: float = DEFAULT_MIN_COMPONENT, runner=None,
+                  on_total: Callable[[int], None] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> SegmentSummary:
+    """Segment every scan under `paths` into `out_dir` (see the module docstring); resumable.
+
+    `on_total(n)` is called once with the number of files to process in this run, `on_progress(done, n)`
+    after each file (segmented or failed). User mistakes (missing path, no scans, wrong model, an output folder
+    holding other results) raise NeuralScanError before anything is written; a file that cannot be segmented
+    is recorded in errors.csv and the summary, and the batch goes on.
+    """
+    t0 = time.perf_counter()
+    if not 0.0 <= threshold <= 1.0:
+        raise NeuralScanError(f"threshold must be between 0 and 1, got {threshold}")
+    if not 0.0 <= min_component < 1.0:
+        raise NeuralScanError(f"min_component must be a share of the image in [0, 1), got {min_component}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NeuralScanError(f"{out_dir}: exists and is not a folder")
+    files, root, ignored = find_scans(paths, exclude=out_dir)
+    names = output_names(files, root)
+    if runner is None:
+        bundle, runner = load_segmenter(model, engine)
+    else:
+        bundle = runner.bundle
+    config = bundle.preprocessing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_info(out_dir, {"model": bundle.name, "model_path": str(Path(bundle.root).resolve()),
+                              "threshold": float(threshold), "min_component": float(min_component)})
+    done = _read_done(out_dir / MEASUREMENTS)
+    todo = [f for f in files if str(f) not in done]
+    summary = SegmentSummary(out_dir, model=bundle.name, engine=runner.engine, n_files=len(files),
+                             n_resumed=len(files) - len(todo), n_ignored=ignored)
+    if on_total:
+        on_total(len(todo))
+    min_pixels = int(np.ceil(min_component * bundle.size * bundle.size))
+
+    new_file = not (out_dir / MEASUREMENTS).is_file() or (out_dir / MEASUREMENTS).stat().st_size == 0
+    err_fh, err_writer = _open_errors(out_dir, {str(f) for f in todo})
+    with open(out_dir / MEASUREMENTS, "a", newline="") as out_fh, err_fh:
+        if new_file:
+            csv.writer(out_fh).writerow(FIELDS)
+            out_fh.flush()
+        finished = 0
+
+        def failed(path: Path, exc: BaseException) -> None:
+            from ..io.base import ScanReadError, one_line
+
+            text = one_line(str(exc))
+            if not isinstance(exc, (ScanReadError, NeuralScanError)):
+                text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            msg = text if text.startswith(str(path)) else f"{path}: {text}"
+            summary.errors.append(msg)
+            err_writer.writerow([str(path), msg])
+            err_fh.flush()
+
+        def advance() -> None:
+            nonlocal finished
+            finished += 1
+            if on_progress:
+                on_progress(finished, len(todo))
+
+        def flush(pending: list[_Job]) -> None:
+            if not pending:
+                return
+            images = np.stack([im for job in pending for im in job.images]).astype(np.float32)
+            probs = runner.predict(images, batch_size=batch_size)
+            start = 0
+            for job in pending:
+                n = len(job.images)
+                try:
+                    rows, n_tumor = _finish(job, probs[start:start + n], out_dir, threshold, min_pixels)
+                except Exception as exc:  # noqa: BLE001 -- one bad scan must not stop the batch
+                    failed(job.path, exc)
+                else:
+                    buf = io.StringIO()
+                    csv.writer(buf).writerows([[_format(v) for v in r] for r in rows])
+                    out_fh.write(buf.getvalue())  # one write per scan: its rows land together
+                    out_fh.flush()
+                    summary.n_segmented += 1
+                    summary.n_slices += n
+                    summary.n_tumor += n_tumor
+                start += n
+                advance()
+            pending.clear()
+
+        pending: list[_Job] = []
+        n_pending = 0
+        for f in todo:
+            try:
+                job = _prepare(f, names[f], config)
+            except Exception as exc:  # noqa: BLE001 -- unreadable, corrupt, empty: reported and skipped
+                failed(f, exc)
+                advance()
+                continue
+            pending.append(job)
+            n_pending += len(job.images)
+            if n_pending >= batch_size:
+                flush(pending)
+                n_pending = 0
+        flush(pending)
+    summary.seconds = time.perf_counter() - t0
+    return summary

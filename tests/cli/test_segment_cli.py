@@ -1,0 +1,263 @@
+"""`neuralscan segment` end to end with a tiny segmenter whose output is a fixed function of its input.
+
+The test model marks pixels brighter than 0.85 (after the bundle's preprocessing) as tumour. The synthetic
+heads are a fine 60/160 checkerboard, which averages to a mid grey once resized to the model's 64 x 64; a
+disc of 255 in it is the "tumour". Without the disc the checkerboard's bright squares are the brightest
+pixels, but averaged away by the resize, so nothing is predicted.
+"""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from neuralscan_cli.cli.app import app
+from neuralscan_cli.inference import new_bundle_meta
+from neuralscan_cli.inference.segmentation import FIELDS, segment_paths
+from neuralscan_cli.preprocess import PreprocessConfig
+
+SIZE = 64
+cli = CliRunner()
+
+
+def head_image(side: int, head_r: float, blob=None, blob_r: float = 0) -> np.ndarray:
+    yy, xx = np.mgrid[0:side, 0:side]
+    c = (side - 1) / 2
+    img = np.zeros((side, side), np.float32)
+    head = (yy - c) ** 2 + (xx - c) ** 2 <= head_r ** 2
+    img[head] = np.where((yy + xx) % 2 == 0, 60, 160)[head]
+    if blob is not None:
+        img[(yy - blob[0]) ** 2 + (xx - blob[1]) ** 2 <= blob_r ** 2] = 255
+    return img
+
+
+def blob_mask(side, blob, blob_r) -> np.ndarray:
+    yy, xx = np.mgrid[0:side, 0:side]
+    return (yy - blob[0]) ** 2 + (xx - blob[1]) ** 2 <= blob_r ** 2
+
+
+def save_png(path: Path, img: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img.astype(np.uint8)).save(path)
+    return path
+
+
+def dice(a, b) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    import keras
+
+    root = tmp_path_factory.mktemp("segment") / "tiny-seg"
+    root.mkdir()
+    inp = keras.Input((SIZE, SIZE, 1))
+    conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
+    model = keras.Model(inp, conv(inp))
+    conv.set_weights([np.full((1, 1, 1, 1), 60.0, np.float32), np.array([-51.0], np.float32)])  # > 0.85
+    model.save(root / "model.keras")
+    meta = new_bundle_meta(task="segment", classes=["tumor"], size=SIZE,
+                           preprocessing=PreprocessConfig(size=SIZE).to_dict(), name="tiny-seg", architecture="test")
+    meta["files"] = {"keras": "model.keras"}
+    (root / "model.json").write_text(json.dumps(meta))
+    return root
+
+
+def run(bundle, *args):
+    return cli.invoke(app, ["segment", *map(str, args), "--model", str(bundle)])
+
+
+def rows_of(out: Path) -> list[dict]:
+    with open(out / "measurements.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == FIELDS
+        return list(reader)
+
+
+def errors_of(out: Path) -> list[dict]:
+    with open(out / "errors.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def assert_one_line_error(result, code=2, *fragments):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for f in fragments:
+        assert f in lines[0]
+
+
+def test_png_with_and_without_tumour(bundle, tmp_path):
+    blob = save_png(tmp_path / "in" / "blob.png", head_image(256, 110, (100, 70), 20))
+    empty = save_png(tmp_path / "in" / "sub" / "clear.png", head_image(256, 110))
+    out = tmp_path / "out"
+    r = run(bundle, tmp_path / "in", "--out", out)
+    assert r.exit_code == 0, r.output
+    rows = {Path(row["path"]).name: row for row in rows_of(out)}
+    assert set(rows) == {"blob.png", "clear.png"}
+
+    b = rows["blob.png"]
+    assert b["tumor_present"] == "true" and b["slice"] == "0"
+    assert b["hemisphere"] == "patient_right"  # left side of the image, radiological display
+    assert b["area_mm2"] == b["max_diameter_mm"] == ""  # a PNG has no pixel spacing
+    assert float(b["max_diameter_px"]) == pytest.approx(41, abs=6)
+    assert float(b["centroid_x"]) == pytest.approx(70, abs=3) and float(b["centroid_y"]) == pytest.approx(100, abs=3)
+    mask = np.array(Image.open(out / "masks" / "blob_mask.png"))
+    assert mask.shape == (256, 256) and set(np.unique(mask)) == {0, 255}
+    assert dice(mask, blob_mask(256, (100, 70), 20)) > 0.8
+    overlay = np.array(Image.open(out / "overlays" / "blob_overlay.png"))
+    assert overlay.shape == (256, 256, 3)
+    red = (overlay[..., 0] == 255) & (overlay[..., 1] == 0)
+    assert red.sum() > 50 and blob_mask(256, (100, 70), 24)[red].all()  # the outline is around the blob
+
+    c = rows["clear.png"]
+    assert c["tumor_present"] == "false"
+    assert all(c[k] == "" for k in FIELDS if k not in ("path", "slice", "tumor_present", "mask_file",
+                                                       "overlay_file"))
+    assert not np.array(Image.open(out / "masks" / "sub" / "clear_mask.png")).any()
+    assert (out / "overlays" / "sub" / "clear_overlay.png").is_file()
+    assert errors_of(out) == []
+    assert blob.is_file() and empty.is_file()
+
+
+def test_nifti_in_gives_nifti_out_on_the_same_grid(bundle, tmp_path):
+    import nibabel as nib
+
+    # stored left-right flipped (canonical RAS reverses axis 0), anisotropic slices
+    affine = np.diag([-1.2, 1.2, 3.0, 1.0])
+    affine[:3, 3] = [90.0, -100.0, -20.0]
+    volume = np.stack([head_image(160, 70)] + [head_image(160, 70, (60, 100), 12)] * 2, axis=2)
+    path = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(volume.astype(np.int16), affine), path)
+    out = tmp_path / "out"
+    r = run(bundle, path, "--out", out)
+    assert r.exit_code == 0, r.output
+
+    written = nib.load(out / "masks" / "vol_mask.nii.gz")
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+    mask = np.asarray(written.dataobj)
+    assert mask.shape == volume.shape and mask.dtype == np.uint8
+    assert not mask[:, :, 0].any()
+    for k in (1, 2):  # the mask voxels are where the bright disc is in the input array
+        assert dice(mask[:, :, k], blob_mask(160, (60, 100), 12)) > 0.8
+
+    rows = rows_of(out)
+    assert [row["slice"] for row in rows] == ["0", "1", "2"]
+    assert [row["tumor_present"] for row in rows] == ["false", "true", "true"]
+    # voxel i = 60 of 160 along a Right-to-Left axis (affine x = 90 - 1.2 i) lies on the patient's right
+    assert rows[1]["hemisphere"] == "patient_right"
+    # NIfTI carries the pixel spacing: mm columns filled (blob diameter 25 px of 1.2 mm)
+    assert float(rows[1]["max_diameter_mm"]) == pytest.approx(25 * 1.2, abs=5)
+    assert float(rows[1]["area_mm2"]) == pytest.approx(float(rows[1]["area_px"]) * 1.44, rel=0.01)
+    assert (out / "masks" / "vol_s1_mask.png").is_file() and (out / "overlays" / "vol_s2_overlay.png").is_file()
+
+
+def test_dicom_spacing_fills_mm_columns(bundle, tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    img = head_image(256, 110, (120, 170), 20)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    ds.Rows, ds.Columns = img.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    ds.PixelSpacing = [0.8, 0.8]
+    ds.PixelData = img.astype("<u2").tobytes()
+    path = tmp_path / "scan.dcm"
+    ds.save_as(path, enforce_file_format=True)
+
+    out = tmp_path / "out"
+    r = run(bundle, path, "--out", out)
+    assert r.exit_code == 0, r.output
+    (row,) = rows_of(out)
+    assert row["tumor_present"] == "true" and row["hemisphere"] == "patient_left"
+    assert float(row["area_mm2"]) == pytest.approx(float(row["area_px"]) * 0.64, rel=0.01)
+    assert float(row["max_diameter_mm"]) == pytest.approx(41 * 0.8, abs=4)
+    assert float(row["bidimensional_product_mm2"]) == pytest.approx(
+        float(row["max_diameter_mm"]) * float(row["perpendicular_diameter_mm"]), rel=0.01)
+
+
+def test_bad_files_are_skipped_and_a_rerun_resumes(bundle, tmp_path):
+    data = tmp_path / "data"
+    save_png(data / "a" / "scan.png", head_image(256, 110, (100, 70), 20))
+    save_png(data / "b" / "scan.png", head_image(256, 110))  # same name, another folder
+    (data / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
+    (data / "empty.png").write_bytes(b"")
+    (data / "fake.dcm").write_text("not a dicom file\n")
+    (data / "notes.txt").write_text("a text file: not a scan, ignored\n")
+    out = tmp_path / "out"
+    r = run(bundle, data, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    rows = rows_of(out)
+    assert sorted(Path(row["path"]).parent.name for row in rows) == ["a", "b"]
+    assert (out / "masks" / "a" / "scan_mask.png").is_file() and (out / "masks" / "b" / "scan_mask.png").is_file()
+    errors = errors_of(out)
+    assert sorted(Path(e["path"]).name for e in errors) == ["corrupt.png", "empty.png", "fake.dcm"]
+    assert all("\n" not in e["error"] and e["error"].startswith(e["path"]) for e in errors)
+    assert "corrupt.png" in r.output and "failed" in r.output
+
+    before = (out / "measurements.csv").read_bytes()
+    mtime = (out / "masks" / "a" / "scan_mask.png").stat().st_mtime_ns
+    r = run(bundle, data, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert (out / "measurements.csv").read_bytes() == before  # nothing reprocessed, no duplicate rows
+    assert (out / "masks" / "a" / "scan_mask.png").stat().st_mtime_ns == mtime
+    assert len(errors_of(out)) == 3  # the bad files were retried, and listed once
+    # results from other settings would mix with these: refused
+    assert_one_line_error(run(bundle, data, "--out", out, "--threshold", "0.7"), 2, "threshold")
+
+
+def test_interrupted_run_resumes_without_duplicates(bundle, tmp_path):
+    data = tmp_path / "data"
+    for k in range(4):
+        save_png(data / f"s{k}.png", head_image(256, 110, (100, 60 + 30 * k), 15))
+    out = tmp_path / "out"
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        segment_paths([data], bundle, out, batch_size=1, on_progress=stop_after_two)
+    assert len(rows_of(out)) == 2  # what finished was saved at once
+
+    r = run(bundle, data, "--out", out)
+    assert r.exit_code == 0, r.output
+    paths = [Path(row["path"]).name for row in rows_of(out)]
+    assert sorted(paths) == ["s0.png", "s1.png", "s2.png", "s3.png"]
+    assert all(row["tumor_present"] == "true" for row in rows_of(out))
+
+
+def test_user_mistakes_are_one_line_errors(bundle, tmp_path, monkeypatch):
+    good = save_png(tmp_path / "in" / "x.png", head_image(256, 110))
+    assert_one_line_error(run(bundle, tmp_path / "missing.png", "--out", tmp_path / "o1"), 2, "missing.png")
+    (tmp_path / "nothing").mkdir()
+    assert_one_line_error(run(bundle, tmp_path / "nothing", "--out", tmp_path / "o2"), 2, "no scan files")
+    r = cli.invoke(app, ["segment", str(good), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "nope")])
+    assert_one_line_error(r, 2, "nope")
+    # the shipped segmenter missing from this installation
+    import neuralscan_cli.inference.bundle as bundle_module
+
+    monkeypatch.setattr(bundle_module, "bundled_path", lambda name: tmp_path / "not-installed")
+    r = cli.invoke(app, ["segment", str(good), "--out", str(tmp_path / "o4")])
+    assert_one_line_error(r, 2, "bundled-segmenter", "not installed")
+    # one bad file named on its own: exit 1, one line saying why
+    bad = tmp_path / "bad.png"
+    bad.write_text("hello")
+    assert_one_line_error(run(bundle, bad, "--out", tmp_path / "o5"), 1, "bad.png")
+    assert len(errors_of(tmp_path / "o5")) == 1

@@ -1,0 +1,158 @@
+"""Training loop: configs, a short real training that lowers the loss, resume, the run folder as a bundle."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neuralscan_cli.cli.app import app
+from neuralscan_cli.data import DatasetCache, SplitConfig, build_cache
+from neuralscan_cli.preprocess import PreprocessConfig
+from neuralscan_cli.training import ConfigError, load_config, train
+from neuralscan_cli.training.pipeline import class_weights, make_dataset
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+CLASSES = ["glioma", "meningioma", "pituitary", "no_tumor"]
+NO_AUGMENT = {"augment.flip_lr": "false", "augment.rotation_deg": 0, "augment.zoom": 0, "augment.shift": 0,
+              "augment.brightness": 0, "augment.contrast": 0, "augment.gamma": 0, "augment.noise_std": 0}
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory):
+    """48 real images, 12 per class: figshare folds 1 and 4 (val), Br35H no-tumour groups split by group."""
+    tmp = tmp_path_factory.mktemp("train-cache")
+    rows = []
+    with open(DATA / "figshare" / "labels.csv") as fh:
+        per = {}
+        for r in csv.DictReader(fh):
+            key = (r["label"], r["fold"])
+            if r["fold"] in ("1", "4") and per.get(key, 0) < 6:
+                per[key] = per.get(key, 0) + 1
+                rows.append({"image": str(DATA / "figshare" / r["image"]), "label": r["label"],
+                             "mask": str(DATA / "figshare" / r["mask"]), "fold": r["fold"], "group": ""})
+    with open(DATA / "br35h" / "labels.csv") as fh:
+        n = 0
+        for r in csv.DictReader(fh):
+            if r["label"] == "no_tumor" and n < 12:
+                n += 1
+                rows.append({"image": str(DATA / "br35h" / r["image"]), "label": "no_tumor", "mask": "",
+                             "fold": "", "group": r["duplicate_group"]})
+    manifest = tmp / "labels.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image", "label", "mask", "fold", "group"])
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp / "cache"
+    build_cache([manifest], out, config=PreprocessConfig(size=64), classes=CLASSES,
+                split=SplitConfig(val_folds=("4",), val_fraction=0.3, test_fraction=0.0), workers=1)
+    return out
+
+
+def _cfg(cache, out, **over):
+    sets = [f"data.cache={cache}", f"out={out}", "model.name=small_cnn", "model.input_size=64",
+            "train.batch_size=8", "train.epochs=3", "train.learning_rate=0.01", "train.warmup_epochs=0",
+            "runtime.itex=true"] + [f"{k}={v}" for k, v in over.items()]
+    return load_config(Path("configs/classifier.yaml"), sets)
+
+
+def test_config_overrides_and_validation(tmp_path):
+    cfg = load_config(Path("configs/classifier.yaml"), ["train.epochs=7", "model.options.dropout=0.5",
+                                                        "data.cache=x"])
+    assert cfg["train"]["epochs"] == 7 and cfg["model"]["options"]["dropout"] == 0.5
+    with pytest.raises(ConfigError, match="unknown config field 'train.epoch'"):
+        load_config(Path("configs/classifier.yaml"), ["train.epoch=7", "data.cache=x"])
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        load_config(Path("configs/classifier.yaml"), ["runtime.precision=fp8", "data.cache=x"])
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        load_config(Path("configs/classifier.yaml"), ["model.input_size=100", "data.cache=x"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_class_weights_balance_classes():
+    w = class_weights(np.array([0, 0, 0, 1]), 2)
+    assert w[0] * 3 == pytest.approx(w[1] * 1)  # each class carries the same total weight
+
+
+def test_augmentation_keeps_mask_aligned():
+    """The same random transform moves image and mask: the mask still covers the bright square."""
+    img = np.zeros((4, 64, 64), np.uint8)
+    img[:, 20:40, 24:44] = 255
+    mask = (img > 0).astype(np.uint8)
+    aug = {"flip_lr": True, "rotation_deg": 20, "zoom": 0.1, "shift": 0.1}
+    ds = make_dataset(img, mask, task="segment", num_classes=1, batch_size=4, input_size=64, training=True,
+                      augment=aug, seed=3)
+    x, y = next(iter(ds))
+    x, y = x.numpy()[..., 0], y.numpy()[..., 0]
+    assert not np.allclose(x, img / 255.0)  # something moved
+    bright = x > 0.5
+    agree = (bright == (y > 0.5)).mean()
+    assert agree > 0.98
+
+
+def test_training_lowers_loss_and_writes_a_bundle(small_cache, tmp_path):
+    out = tmp_path / "run"
+    # without augmentation the training loss on 48 images must fall within a few epochs
+    result = train(_cfg(small_cache, out, **{"train.epochs": 5, **NO_AUGMENT}))
+    hist = list(csv.DictReader(open(out / "history.csv")))
+    losses = [float(r["loss"]) for r in hist]
+    assert losses[-1] < losses[0]
+    for name in ("model.keras", "model.json", "provenance.json", "config.yaml", "history.png",
+                 "checkpoints/last.keras", "checkpoints/best.weights.h5"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["task"] == "classify" and meta["classes"] == CLASSES and meta["input"]["size"] == 64
+    assert meta["training"]["data"]["fingerprint"] == DatasetCache.open(small_cache).info["fingerprint"]
+    assert meta["training"]["seed"] == 42 and "acceleration" in meta["training"]
+    assert meta["metrics"]["val"]["n"] == len(DatasetCache.open(small_cache).indices("val"))
+    assert 1 <= result.best_epoch <= 5
+
+
+def test_resume_continues_from_last_checkpoint(small_cache, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(small_cache, out, **{"train.epochs": 2}))
+    cfg = _cfg(small_cache, out, **{"train.epochs": 3})
+    result = train(cfg, resume=True)
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))]
+    assert epochs == [1, 2, 3] and result.epochs_run == 3
+
+
+def test_same_seed_same_first_epoch(small_cache, tmp_path):
+    a = train(_cfg(small_cache, tmp_path / "a", **{"train.epochs": 1}))
+    b = train(_cfg(small_cache, tmp_path / "b", **{"train.epochs": 1}))
+    la = float(next(csv.DictReader(open(a.run_dir / "history.csv")))["loss"])
+    lb = float(next(csv.DictReader(open(b.run_dir / "history.csv")))["loss"])
+    assert la == pytest.approx(lb, rel=1e-3)
+
+
+def test_cli_errors_are_one_line(small_cache, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--config", "configs/classifier.yaml", "--cache", str(tmp_path / "none"),
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "not a dataset cache" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["train", "--config", "configs/classifier.yaml", "--cache", str(small_cache),
+                            "--out", str(tmp_path / "o"), "--model", "no_such_net"])
+    assert r.exit_code == 2 and "unknown model" in r.output
+    r = runner.invoke(app, ["train", "--config", "configs/classifier.yaml", "--cache", str(small_cache),
+                            "--model", "unet", "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "segment model" in r.output
+    r = runner.invoke(app, ["train", "--config", "configs/classifier.yaml", "--cache", str(small_cache),
+                            "--resume", "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "nothing to resume" in r.output
+
+
+def test_segmenter_training_lowers_loss(small_cache, tmp_path):
+    out = tmp_path / "seg"
+    cfg = load_config(Path("configs/segmenter.yaml"), [
+        f"data.cache={small_cache}", f"out={out}", "model.name=unet", "model.input_size=64",
+        "model.options={base_filters: 4, depth: 2}", "train.batch_size=8", "train.epochs=3",
+        "train.learning_rate=0.01", "train.warmup_epochs=0", *[f"{k}={v}" for k, v in NO_AUGMENT.items()]])
+    train(cfg)
+    hist = list(csv.DictReader(open(out / "history.csv")))
+    assert float(hist[-1]["loss"]) < float(hist[0]["loss"])
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["task"] == "segment" and "dice_mean" in meta["metrics"]["val"]
