@@ -11,12 +11,17 @@ LIBRARIES = ("numpy", "tensorflow", "keras", "intel-extension-for-tensorflow", "
 
 
 def describe_machine() -> dict:
-    cpu, flags = platform.processor() or "", set()
+    cpu, flags, mhz = platform.processor() or "", set(), None
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("cpu MHz") and mhz is None:
+                    try:
+                        mhz = float(line.split(":", 1)[1])
+                    except ValueError:
+                        pass
                 elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
                     break  # model name comes first in each processor's block
@@ -34,8 +39,9 @@ def describe_machine() -> dict:
             versions[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             versions[lib] = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
+        "cpu": cpu, "cores": os.cpu_count(), "cpus_usable": usable, "cpu_mhz": mhz, "memory_gib": mem_gib,
         "isa": {f: f in flags for f in ISA_FLAGS},
         "python": platform.python_version(), "system": f"{platform.system()} {platform.release()}",
         "versions": versions,

@@ -33,8 +33,12 @@ def _register() -> None:
     from . import analyze  # noqa: F401
     from . import baseline  # noqa: F401
     from . import train  # noqa: F401
+    from . import models  # noqa: F401
     from . import evaluate  # noqa: F401
     from . import segment  # noqa: F401
+    from . import export  # noqa: F401
+    from . import classify  # noqa: F401
+    from . import bench  # noqa: F401
 
 
 _register()

@@ -62,17 +62,10 @@ def load_config(path: str | Path | None) -> BaselineConfig:
     cfg = BaselineConfig()
     if path is None:
         return cfg
-    import yaml
+    from ..yamlfile import read_yaml_mapping
 
     path = Path(path)
-    if not path.is_file():
-        raise BaselineError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise BaselineError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise BaselineError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, BaselineError)
     unknown = set(raw) - {"features", "models", "cv", "cv_folds", "inner_folds", "seed"}
     if unknown:
         raise BaselineError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")

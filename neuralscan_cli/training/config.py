@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import NeuralScanError
+from ..yamlfile import read_yaml_mapping
 
 DEFAULTS: dict = {
     "task": "classify",
@@ -99,16 +100,7 @@ def validate(cfg: dict) -> dict:
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     cfg = DEFAULTS
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such config file")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: a config must be a mapping of sections")
-        cfg = _merge(DEFAULTS, loaded)
+        cfg = _merge(DEFAULTS, read_yaml_mapping(path, ConfigError))
     return validate(apply_overrides(cfg, list(overrides)))
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import platform
 import time
 from dataclasses import dataclass
@@ -223,7 +222,7 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     x_tr, y_tr = _load_split(cache, tr_idx, task)
     x_va, y_va = _load_split(cache, va_idx, task)
 
-    from .pipeline import class_weights, make_dataset
+    from .pipeline import class_weights, make_dataset, steps_per_epoch
 
     t = cfg["train"]
     size = int(cfg["model"]["input_size"])
@@ -236,7 +235,7 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     val_ds = make_dataset(x_va, y_va, task=task, num_classes=len(classes), batch_size=64, input_size=size,
                           training=False)
     val_targets = y_va if task == "classify" else _resize_masks(y_va, size)
-    steps = math.ceil(len(x_tr) / bs)
+    steps = steps_per_epoch(len(x_tr), bs)
     max_steps = int(t.get("max_steps_per_epoch") or 0)
     if max_steps:
         train_ds = train_ds.take(max_steps)

@@ -68,7 +68,9 @@ def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_c
     ds = tf.data.Dataset.from_tensor_slices(tuple(tensors))
     if training:
         ds = ds.shuffle(min(len(images_u8), 4096), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
+    # training drops the ragged last batch: a batch of one or two makes BatchNorm statistics meaningless
+    # (and crashed TF 2.15 + oneDNN here on some sizes)
+    ds = ds.batch(batch_size, drop_remainder=training and len(images_u8) >= batch_size)
     # stateless random ops seeded by a per-batch key from a seeded stream: the same seed gives the same
     # augmentation in every run however the parallel map schedules batches, and each epoch differs
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -108,6 +110,11 @@ def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_c
 
     ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # seeded runs repeat exactly
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Training batches per epoch, matching `make_dataset(training=True)`."""
+    return n // batch_size if n >= batch_size else 1
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:

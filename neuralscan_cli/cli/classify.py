@@ -1,0 +1,106 @@
+"""`neuralscan classify PATH... --out results.csv`: one row per slice, streamed, resumable."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from .app import app
+from .common import console, err_console, fail, friendly_errors, progress_bar
+
+MAX_PROBLEMS_SHOWN = 5
+
+
+@app.command(no_args_is_help=True)
+def classify(
+    paths: list[Path] = typer.Argument(..., help="Scan files or folders (searched recursively): PNG, JPEG, BMP, "
+                                       "TIFF, DICOM, NIfTI, figshare .mat. Volumes give one row per slice.",
+                                       metavar="PATH..."),
+    out: Path = typer.Option(..., "--out", "-o", help="Results file (.csv, or .jsonl). Rerunning with the same "
+                             "file resumes; <name>.errors.csv lists the files that failed."),
+    model: str = typer.Option("bundled", help="A classifier bundle folder, a model file inside one (model.keras "
+                              "runs through TensorFlow), or 'bundled' (the shipped INT8 classifier)."),
+    engine: str = typer.Option("auto", help="auto (fastest the bundle holds), openvino-int8, openvino-fp32 or "
+                               "keras."),
+    fmt: str = typer.Option(None, "--format", help="csv or jsonl (default: from the --out suffix)."),
+    workers: int = typer.Option(None, min=1, help="Decode threads (default: CPU count, at most 4)."),
+    batch_size: int = typer.Option(None, min=1, help="Images per inference request (default: 4 for OpenVINO, "
+                                   "32 for Keras)."),
+    with_segmentation: bool = typer.Option(False, "--with-segmentation", help="Also outline the tumour: adds the "
+                                           "segmenter's measurement columns and writes masks and overlays."),
+    segmenter: str = typer.Option("bundled-segmenter", help="The segmentation model for --with-segmentation."),
+    seg_out: Path = typer.Option(None, help="Folder for the masks and overlays of --with-segmentation (default: "
+                                 "<out name>_segmentation beside --out)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh instead of resuming --out."),
+    limit: int = typer.Option(None, min=0, help="Score at most N files in this run (a rerun does the rest)."),
+):
+    """Classify every slice of every scan: label, confidence and the probability of each class, written as the
+    scans are scored. One bad file is listed and skipped; an interrupted run resumes where it stopped."""
+    from ..inference.bundle import ENGINES
+    from ..inference.streaming import FORMATS
+
+    if engine not in ENGINES:
+        raise fail(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'")
+    if fmt is not None and fmt not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    if out.is_dir():
+        raise fail(f"{out}: is a folder; --out takes a file name such as results.csv")
+    with friendly_errors():
+        from ..inference.segmentation import find_scans
+        from ..inference.streaming import classify_paths, load_classifier
+
+        find_scans(paths)  # a missing path or an empty folder fails before the model loads
+        bundle, runner = load_classifier(model, engine)
+        try:
+            with progress_bar() as bar:
+                task = bar.add_task(f"classifying ({runner.engine})", total=None, rate="")
+
+                def on_total(n: int) -> None:
+                    bar.update(task, total=n)
+
+                def on_progress(done: int, total: int, images: int) -> None:
+                    elapsed = bar.tasks[task].elapsed or 1e-9
+                    bar.update(task, completed=done, rate=f"{images / elapsed:.0f} img/s")
+
+                summary = classify_paths(paths, bundle, out, fmt=fmt, workers=workers, batch_size=batch_size,
+                                         with_segmentation=segmenter if with_segmentation else None,
+                                         seg_out_dir=seg_out, overwrite=overwrite, limit=limit, runner=runner,
+                                         on_total=on_total, on_progress=on_progress)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: the scans finished so far are saved in {out}; run the same command "
+                              "again to resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+    if summary.n_files == 1 and summary.n_failed == 1:  # one file given, and it is bad: just say why
+        raise fail(summary.errors[0], code=1)
+    _print_summary(summary)
+    if summary.n_failed and summary.n_scored == 0 and summary.n_resumed == 0:
+        raise fail(f"no scan could be classified ({summary.n_failed} file(s) failed; see {summary.errors_path})",
+                   code=1)
+
+
+def _print_summary(s) -> None:
+    table = Table(title=f"Classification with {s.model} ({s.engine})", title_justify="left")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for label, n in s.counts.items():
+        table.add_row(f"slices labelled {label}", str(n))
+    rows = [("scan files found", s.n_files), ("scored now", s.n_scored), ("  slices", s.n_slices),
+            ("done before (resumed)", s.n_resumed), ("failed", s.n_failed)]
+    if s.stopped_early:
+        rows.append(("left for a later run (--limit)", s.n_files - s.n_resumed - s.n_scored - s.n_failed))
+    if s.n_ignored:
+        rows.append(("non-scan files ignored", s.n_ignored))
+    for name, n in rows:
+        table.add_row(name, str(n))
+    console.print(table)
+    rate = f", {s.images_per_second:.0f} images/s" if s.n_slices and s.seconds > 0 else ""
+    console.print(f"{s.seconds:.1f} s{rate} ({s.workers} decode threads, {s.infer_requests} infer request(s) of "
+                  f"{s.batch_size}); results in {s.out}", highlight=False, soft_wrap=True)
+    if s.errors:
+        err_console.print(f"[yellow]{s.n_failed} file(s) failed[/] (all listed in {s.errors_path}):",
+                          highlight=False, soft_wrap=True)
+        for e in s.errors[:MAX_PROBLEMS_SHOWN]:
+            err_console.print(f"  {e}", highlight=False, soft_wrap=True)
+        if len(s.errors) > MAX_PROBLEMS_SHOWN:
+            err_console.print(f"  ... and {len(s.errors) - MAX_PROBLEMS_SHOWN} more", highlight=False)

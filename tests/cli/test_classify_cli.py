@@ -1,0 +1,235 @@
+"""`neuralscan classify` end to end with a tiny exported classifier (input 64) on the sample images."""
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from neuralscan_cli.cli.app import app
+from neuralscan_cli.inference import bundled_path
+from neuralscan_cli.inference.streaming import classify_paths, sidecar_paths
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS / "export"))
+sys.path.insert(0, str(TESTS / "evaluation"))
+sys.path.insert(0, str(TESTS / "io"))
+from test_evaluate_cli import _write_bundle  # noqa: E402
+from test_export import SIZE, build_exported_classifier  # noqa: E402
+from test_readers import write_dicom  # noqa: E402
+
+COLUMNS = ["path", "slice", "label", "confidence", "p_glioma", "p_meningioma", "p_no_tumor", "p_pituitary", "tumor",
+           "model"]
+CLASSES = ["glioma", "meningioma", "no_tumor", "pituitary"]
+
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("classify")
+    w = build_exported_classifier(tmp)
+    # a folder of good scans (one in a subfolder), three bad files and a note that is no scan at all
+    scans = tmp / "scans"
+    (scans / "more").mkdir(parents=True)
+    good = []
+    for r in csv.DictReader(open(w["manifest"])):
+        dest = (scans / "more" if r["label"] == "no_tumor" else scans) / Path(r["image"]).name
+        shutil.copy(r["image"], dest)
+        good.append(str(dest.resolve()))
+    png = Path(good[0]).read_bytes()
+    (scans / "corrupt.png").write_bytes(png[: len(png) // 3])  # a truncated PNG
+    (scans / "empty.png").write_bytes(b"")
+    (scans / "more" / "text.jpg").write_text("this is not a JPEG\n" * 20)
+    (scans / "notes.txt").write_text("not a scan, not even named like one\n")
+    w |= {"scans": scans, "good": sorted(good),
+          "bad": sorted(str((scans / n).resolve()) for n in ("corrupt.png", "empty.png", "more/text.jpg"))}
+    return w
+
+
+def _run(*args):
+    return cli.invoke(app, ["classify", *map(str, args)])
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _assert_one_line_error(result, code, *fragments):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_folder_with_bad_files_scores_the_good_ones(work):
+    out = work["tmp"] / "results.csv"
+    r = _run(work["scans"], "--out", out, "--model", work["exported"])
+    assert r.exit_code == 0, r.output
+    with open(out, newline="") as fh:
+        assert next(csv.reader(fh)) == COLUMNS  # exactly the issue's columns, in that order
+    rows = _rows(out)
+    assert sorted(r["path"] for r in rows) == work["good"]  # each good file once, the bad ones not at all
+    for row in rows:
+        probs = np.array([float(row[f"p_{c}"]) for c in CLASSES])
+        assert row["slice"] == "0" and row["label"] in CLASSES
+        assert row["label"] == CLASSES[int(probs.argmax())]
+        assert abs(float(row["confidence"]) - probs.max()) < 1e-6 and abs(probs.sum() - 1) < 1e-3
+        assert row["tumor"] == ("false" if row["label"] == "no_tumor" else "true")
+        assert row["model"] == "tiny-classifier:openvino-int8"  # the bundle's fastest engine by default
+    # the network memorised the samples: INT8 gives each file its own label
+    truth = {Path(p["image"]).name: p["label"] for p in csv.DictReader(open(work["manifest"]))}
+    assert {Path(r["path"]).name: r["label"] for r in rows} == truth
+
+    _done, errors_path = sidecar_paths(out)
+    errors = _rows(errors_path)
+    assert sorted(e["path"] for e in errors) == work["bad"]
+    reasons = {Path(e["path"]).name: e["error"] for e in errors}
+    assert "empty" in reasons["empty.png"] and "truncated" in reasons["corrupt.png"]
+    assert "not a PNG, JPEG" in reasons["text.jpg"]
+    # the summary: counts per label, the failures, the throughput
+    assert "slices labelled no_tumor" in r.output and "failed" in r.output and "images/s" in r.output
+    assert "empty.png" in r.output and "Traceback" not in r.output
+
+
+def test_interrupted_run_resumes_without_duplicates(work):
+    out = work["tmp"] / "resumed.csv"
+    first = classify_paths([work["scans"]], work["exported"], out, limit=4)
+    assert first.stopped_early and first.n_scored + first.n_failed == 4
+
+    # a run stopped by Ctrl-C in the middle: after its third file
+    def stop(done, total, images):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        classify_paths([work["scans"]], work["exported"], out, on_progress=stop)
+    # and a crash between writing a file's rows and listing it as done, that also tore the last line
+    with open(out, "a") as fh:
+        fh.write(f"{work['good'][-1]},0,glioma,0.9,0.9,0.0,0.1,0.0,true,tiny-classifier:openvino-int8\n")
+        fh.write(f"{work['good'][-2]},0,gli")
+    partial = [r["path"] for r in _rows(out)]
+    assert 4 <= len(set(partial)) < len(work["good"])
+
+    r = _run(work["scans"], "--out", out, "--model", work["exported"])
+    assert r.exit_code == 0, r.output
+    paths = [row["path"] for row in _rows(out)]
+    assert sorted(paths) == work["good"]  # every file exactly once
+    done_list, errors_path = sidecar_paths(out)
+    assert sorted(done_list.read_text().split()) == work["good"]
+    assert sorted(e["path"] for e in _rows(errors_path)) == work["bad"]  # retried, listed once
+    assert "done before (resumed)" in r.output
+
+    # nothing left to do: a rerun writes nothing and succeeds
+    r = _run(work["scans"], "--out", out, "--model", work["exported"])
+    assert r.exit_code == 0, r.output
+    assert [row["path"] for row in _rows(out)] == paths
+    # another model's results are not mixed into the same file
+    r = _run(work["scans"], "--out", out, "--model", work["exported"], "--engine", "openvino-fp32")
+    _assert_one_line_error(r, 2, "openvino-int8", "--overwrite")
+
+
+def test_volumes_give_one_row_per_slice_and_jsonl_parses(work, tmp_path):
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:80, :80]
+    head = (((yy - 40) ** 2 + (xx - 40) ** 2) < 30 ** 2).astype(np.float32)
+    volume = np.stack([head * (200 + 40 * rng.random((80, 80))) for _ in range(3)], axis=-1).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.diag([1.0, 1.0, 4.0, 1.0])), tmp_path / "volume.nii.gz")
+    frames = np.stack([head * (900 + 100 * rng.random((80, 80))) for _ in range(2)]).astype(np.uint16)
+    write_dicom(tmp_path / "series.dcm", frames, PixelSpacing=[0.9, 0.9])
+
+    out = tmp_path / "slices.jsonl"
+    r = _run(tmp_path / "volume.nii.gz", tmp_path / "series.dcm", "--out", out, "--model", work["exported"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(list(row) == COLUMNS for row in rows)
+    slices = {}
+    for row in rows:
+        slices.setdefault(Path(row["path"]).name, []).append(row["slice"])
+        assert isinstance(row["confidence"], float) and isinstance(row["tumor"], bool)
+        assert row["label"] in CLASSES and abs(sum(row[f"p_{c}"] for c in CLASSES) - 1) < 1e-3
+    assert slices == {"volume.nii.gz": [0, 1, 2], "series.dcm": [0, 1]}
+
+    csv_out = tmp_path / "slices.csv"
+    r = _run(tmp_path, "--out", csv_out, "--model", work["exported"], "--format", "csv")
+    assert r.exit_code == 0, r.output
+    assert sorted((Path(r["path"]).name, int(r["slice"])) for r in _rows(csv_out)) == sorted(
+        (name, s) for name, ss in slices.items() for s in ss)
+
+
+def test_keras_and_openvino_engines_give_the_same_labels(work, tmp_path):
+    keras_out, ov_out = tmp_path / "keras.csv", tmp_path / "fp32.csv"
+    r = _run(work["scans"], "--out", keras_out, "--model", work["exported"] / "model.keras")  # TensorFlow
+    assert r.exit_code == 0, r.output
+    r = _run(work["scans"], "--out", ov_out, "--model", work["exported"], "--engine", "openvino-fp32",
+             "--batch-size", "3", "--workers", "1")
+    assert r.exit_code == 0, r.output
+    k = {row["path"]: row for row in _rows(keras_out)}
+    o = {row["path"]: row for row in _rows(ov_out)}
+    assert set(k) == set(o) == set(work["good"])
+    assert {row["model"] for row in k.values()} == {"tiny-classifier:keras"}
+    for path in k:
+        assert k[path]["label"] == o[path]["label"]
+        for c in CLASSES:
+            assert abs(float(k[path][f"p_{c}"]) - float(o[path][f"p_{c}"])) < 1e-4
+
+
+def test_with_segmentation_adds_measurements_and_masks(work, tmp_path):
+    import keras
+
+    from neuralscan_cli.inference.segmentation import FIELDS
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 1))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    seg = _write_bundle(tmp_path / "tiny-seg", keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same",
+                                                                                     activation="sigmoid")(y)),
+                        "segment", ["tumor"], openvino=False)
+    scans = tmp_path / "two"
+    scans.mkdir()
+    for p in work["good"][:2]:
+        shutil.copy(p, scans)
+    out = tmp_path / "both.csv"
+    r = _run(scans, "--out", out, "--model", work["exported"], "--with-segmentation", "--segmenter", seg)
+    assert r.exit_code == 0, r.output
+    with open(out, newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header == COLUMNS + [c for c in FIELDS if c not in ("path", "slice")]
+    rows = _rows(out)
+    assert len(rows) == 2 and all(row["tumor_present"] in ("true", "false") for row in rows)
+    seg_dir = tmp_path / "both_segmentation"
+    for row in rows:
+        assert (seg_dir / row["mask_file"]).is_file() and (seg_dir / row["overlay_file"]).is_file()
+
+
+def test_user_mistakes_are_one_line_errors(work, tmp_path):
+    _assert_one_line_error(_run(tmp_path / "missing", "--out", tmp_path / "o.csv", "--model", work["exported"]), 2,
+                           "no such file or folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_one_line_error(_run(empty, "--out", tmp_path / "o.csv", "--model", work["exported"]), 2, "no scan")
+    _assert_one_line_error(_run(work["scans"], "--out", tmp_path, "--model", work["exported"]), 2, "is a folder")
+    _assert_one_line_error(_run(work["scans"], "--out", tmp_path / "o.csv", "--model", work["exported"],
+                                "--format", "xml"), 2, "--format")
+    _assert_one_line_error(_run(work["scans"], "--out", tmp_path / "o.csv", "--model", tmp_path / "nope"), 2,
+                           "no such model")
+    if not (bundled_path("bundled") / "model.json").is_file():  # until the shipped classifier is added
+        _assert_one_line_error(_run(work["scans"], "--out", tmp_path / "o.csv"), 2, "bundled", "not installed")
+    # every file failing is exit 1, with the reason
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"")
+    (bad / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    r = _run(bad, "--out", tmp_path / "bad.csv", "--model", work["exported"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip().splitlines()[-1].startswith("error: no scan could be classified")
+    _assert_one_line_error(_run(bad / "a.png", "--out", tmp_path / "bad1.csv", "--model", work["exported"]), 1,
+                           "empty file")
