@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine with Python 3.11 and make:
-#   make demo   set up .venv and run the main job on the bundled sample scans
+#   make demo   set up .venv, classify and segment the bundled sample scans with the bundled models
 #   make test   set up .venv and run the test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -22,7 +22,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf demo-out
-	$(BIN)/neuralscan preprocess neuralscan_cli/samples demo-out/cache --val-fraction 0.3 --test-fraction 0
+	$(BIN)/neuralscan classify neuralscan_cli/samples/images --out demo-out/results.csv \
+		--with-segmentation --seg-out demo-out/segmentation
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

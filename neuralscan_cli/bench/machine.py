@@ -39,9 +39,14 @@ def describe_machine() -> dict:
             versions[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             versions[lib] = None
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        load = None
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu, "cores": os.cpu_count(), "cpus_usable": usable, "cpu_mhz": mhz, "memory_gib": mem_gib,
+        "load_average": load,  # 1, 5, 15 min: other work running during a benchmark lowers and blurs its figures
         "isa": {f: f in flags for f in ISA_FLAGS},
         "python": platform.python_version(), "system": f"{platform.system()} {platform.release()}",
         "versions": versions,

@@ -19,15 +19,22 @@ import sys
 import time
 
 # name -> how the process is set up. "stock" is the plain-Eigen TensorFlow path (oneDNN off, no ITEX).
+# bf16 two ways: the Keras mixed_bfloat16 policy (what `neuralscan train --set runtime.precision=bf16` does) and,
+# with ITEX, ITEX's auto mixed precision (a graph rewrite of an fp32 model to bf16, ITEX's recommended path).
 VARIANTS = {
     "onednn_off": {"itex": False, "onednn": False, "precision": "fp32", "label": "TF, oneDNN off, fp32"},
     "onednn_on": {"itex": False, "onednn": True, "precision": "fp32", "label": "TF + oneDNN, fp32"},
     "itex": {"itex": True, "onednn": True, "precision": "fp32", "label": "TF + ITEX, fp32"},
-    "onednn_bf16": {"itex": False, "onednn": True, "precision": "bf16", "label": "TF + oneDNN, bf16"},
-    "itex_bf16": {"itex": True, "onednn": True, "precision": "bf16", "label": "TF + ITEX, bf16"},
+    "onednn_bf16": {"itex": False, "onednn": True, "precision": "bf16", "label": "TF + oneDNN, bf16 (Keras policy)"},
+    "itex_bf16": {"itex": True, "onednn": True, "precision": "bf16", "amp": True,
+                  "label": "TF + ITEX, bf16 (ITEX AMP)"},
+    "itex_keras_bf16": {"itex": True, "onednn": True, "precision": "bf16",
+                        "label": "TF + ITEX, bf16 (Keras policy)"},
 }
-BF16_MODE = "Keras mixed_bfloat16 policy (bf16 compute, fp32 weights; ITEX AMP not used)"
-
+BF16_KERAS = "Keras mixed_bfloat16 policy (bf16 compute, fp32 weights)"
+BF16_AMP = ("ITEX auto mixed precision (ITEX_AUTO_MIXED_PRECISION=1, BFLOAT16: the fp32 graph rewritten to bf16; "
+            "Keras policy float32)")
+AMP_ENV = ("ITEX_AUTO_MIXED_PRECISION", "ITEX_AUTO_MIXED_PRECISION_DATA_TYPE")
 
 def _emit(result: dict) -> None:
     sys.stdout.write(json.dumps(result) + "\n")
@@ -65,18 +72,26 @@ def run(args) -> dict:
 
     if spec["itex"] and not itex_installed():
         return {"variant": args.variant, "available": False, "reason": "intel-extension-for-tensorflow not installed"}
+    for k in AMP_ENV:  # only the AMP variant rewrites the graph, whatever the parent's environment says
+        os.environ.pop(k, None)
+    if spec.get("amp"):
+        os.environ["ITEX_AUTO_MIXED_PRECISION"] = "1"
+        os.environ["ITEX_AUTO_MIXED_PRECISION_DATA_TYPE"] = "BFLOAT16"
     tf = import_tensorflow(itex=spec["itex"], onednn=spec["onednn"])
     import keras
 
     t_import = time.perf_counter() - t0
+    keras_precision = "fp32" if spec.get("amp") else spec["precision"]
     info = acceleration_info(spec["precision"])
+    if spec.get("amp"):
+        info["itex_amp"] = {k: os.environ.get(k) for k in AMP_ENV}
     if spec["itex"] and not info["itex_loaded"]:
         return {"variant": args.variant, "available": False, "accel": info,
                 "reason": "intel-extension-for-tensorflow is installed but its plugin did not load"}
     if not spec["itex"] and info["itex_loaded"]:  # the hiding did not work: the figure would be a lie
         return {"variant": args.variant, "available": False, "accel": info,
                 "reason": "ITEX loaded although this variant must run without it"}
-    set_precision(spec["precision"])
+    set_precision(keras_precision)
     keras.utils.set_random_seed(args.seed)
 
     from ..models import create_model, model_options
@@ -112,7 +127,7 @@ def run(args) -> dict:
                                                                                    len(steps) // 2 + 1]) / 2
     return {
         "variant": args.variant, "available": True, "label": spec["label"], "precision": spec["precision"],
-        "bf16_mode": BF16_MODE if spec["precision"] == "bf16" else None,
+        "bf16_mode": (BF16_AMP if spec.get("amp") else BF16_KERAS) if spec["precision"] == "bf16" else None,
         "model": args.model, "options": {k: v for k, v in options.items() if k != "input_size"},
         "size": args.size, "batch": args.batch, "params": int(model.count_params()), "data": source,
         "import_seconds": round(t_import, 3), "warmup_seconds": warm, "step_seconds": steps, "losses": losses,

@@ -40,7 +40,7 @@ def baseline(
             raise fail("give the scans to score: neuralscan baseline --predict MODEL PATH...")
         with friendly_errors():
             rows, meta = predict_paths(predict, args)
-        _print_predictions(rows, meta, out, json_out)
+            _print_predictions(rows, meta, out, json_out)
         return
     if len(args) != 1:
         raise fail("give exactly one dataset cache: neuralscan baseline CACHE --out DIR")

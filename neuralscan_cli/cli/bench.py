@@ -76,14 +76,15 @@ def bench(
 
 
 def _print_tables(results: dict) -> None:
-    from ..bench.suites import TITLES, table_rows
+    from ..bench.suites import SECTION_OF, TITLES, table_rows, tf_line
 
     for name, (head, body) in table_rows(results).items():
-        sec = results[name]
-        t = Table(title=f"{TITLES[name]} ({sec.get('seconds', 0):.0f} s)", title_justify="left")
+        sec = results[SECTION_OF.get(name, name)]
+        secs = "" if name in SECTION_OF else f" ({sec.get('seconds', 0):.0f} s)"
+        t = Table(title=f"{TITLES[name]}{secs}", title_justify="left")
+        n_left = 2 if name.startswith("inference") else 1
         for k, h in enumerate(head):
-            t.add_column(h, justify="left" if k < (2 if name == "inference" else 1) else "right",
-                         overflow="fold")
+            t.add_column(h, justify="left" if k < n_left else "right")
         for row in body:
             t.add_row(*row)
         console.print(t)
@@ -94,6 +95,7 @@ def _print_tables(results: dict) -> None:
             console.print(f"  {sec['model']} at {sec['size']} px, batch {sec['batch']}, {sec['steps']} steps x "
                           f"{sec['repeats']} process(es) per variant; {sec['architecture_source']}", highlight=False)
         elif name == "inference":
+            console.print(f"  TF FP32 path: {tf_line(sec.get('tf') or {})}", highlight=False)
             for role, m in sec.get("models", {}).items():
                 console.print(f"  {role}: {m.get('weights') or m.get('reason')}", highlight=False, soft_wrap=True)
     for name in SUITES:
@@ -101,6 +103,8 @@ def _print_tables(results: dict) -> None:
         if not sec.get("available") and not sec.get("skipped"):
             err_console.print(f"[yellow]{name}: not available:[/] {sec.get('reason')}", highlight=False,
                               soft_wrap=True)
+    for note in results.get("notes", []):
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 def _results_root() -> Path:

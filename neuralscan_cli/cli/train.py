@@ -57,8 +57,8 @@ def train(
 
         def on_epoch(row):
             mon = row["monitor"]
-            extra_cols = "  ".join(f"{k} {row[k]:.4f}" for k in ("val_accuracy", "val_macro_f1", "val_dice",
-                                                                   "val_empty_correct") if k in row)
+            extra_cols = "  ".join(f"{k} {row[k]:.4f}" for k in ("val_accuracy", "val_macro_f1", "val_dice_all",
+                                                                   "val_dice", "val_empty_correct") if k in row)
             console.print(f"epoch {row['epoch']:3d}  loss {row.get('loss', float('nan')):.4f}  {extra_cols}  "
                           f"{row['train_images_per_second']:.0f} img/s  {'[green]best ' + mon + '[/]' if row['best'] else ''}")
 

@@ -9,26 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..errors import NeuralScanError
+
 from ..io import ScanReadError, read_scan
-from ..io.base import one_line
+from ..io.base import display_slice, one_line
 from ..preprocess import PreprocessConfig, preprocess_image
 from .cache import CacheError, DatasetCache, write_cache
 from .dedup import merge_groups, near_duplicate_pairs, thumbnail
-from .sources import SourceError, SourceItem, discover
+from .sources import SourceItem, discover
 from .splits import SPLITS, SplitConfig, assign_splits, naive_split_leaks
 
 
-class BuildError(Exception):
+class BuildError(NeuralScanError):
     """Nothing usable could be built (one-line message)."""
 
 
@@ -80,8 +83,11 @@ def process_file(item: SourceItem, cfg: PreprocessConfig, axis: int = 2, middle:
         if mask is not None and mask.shape != s.pixels.shape:
             raise ScanReadError(f"{item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the image "
                                 f"is {s.pixels.shape[1]}x{s.pixels.shape[0]}")
+        pixels, spacing = display_slice(s)
+        if mask is not None:
+            mask = display_slice(replace(s, pixels=mask))[0]
         try:
-            img01, m, geom = preprocess_image(s.pixels, cfg, mask)
+            img01, m, geom = preprocess_image(pixels, cfg, mask)
         except ValueError as exc:
             raise ScanReadError(f"{item.path}: {exc}") from None
         images.append(np.rint(img01 * 255).astype(np.uint8))
@@ -91,7 +97,7 @@ def process_file(item: SourceItem, cfg: PreprocessConfig, axis: int = 2, middle:
         # the same near-duplicate pairs as the run that computed them
         thumbs.append(thumbnail(img01).astype(np.float16).astype(np.float32))
         metas.append({"slice": s.slice_index, "file_label": s.label, "patient_key": s.patient_key,
-                      "spacing": list(s.spacing) if s.spacing else None, "src_shape": list(geom.src_shape),
+                      "spacing": list(spacing) if spacing else None, "src_shape": list(geom.src_shape),
                       "box": list(geom.box), "pad": list(geom.pad), "side": geom.side,
                       "digest": digest.hexdigest()})
     return np.stack(images), np.stack(masks), np.array(has_mask), np.stack(thumbs), metas
@@ -194,7 +200,8 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
             on_progress(done, len(tasks))
 
     if workers > 1 and len(tasks) > 8:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: forking a process that has loaded TensorFlow or OpenVINO can deadlock
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             chunk = max(1, min(16, len(tasks) // (workers * 8)))
             for done, outcome in enumerate(pool.map(_work, tasks, chunksize=chunk), 1):
                 collect(done, outcome)

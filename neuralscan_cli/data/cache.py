@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import NeuralScanError
+
 from ..preprocess import PreprocessConfig
 
 FORMAT_VERSION = 1
@@ -27,7 +29,7 @@ MANIFEST_COLUMNS = ["index", "path", "slice", "label", "label_index", "split", "
                     "digest", "item_key", "file_label", "patient_key"]
 
 
-class CacheError(Exception):
+class CacheError(NeuralScanError):
     """A folder that is not a usable dataset cache (one-line message)."""
 
 

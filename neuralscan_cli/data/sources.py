@@ -6,6 +6,8 @@ each), never raising for a problem in the data itself; a user mistake (a path th
 """
 from __future__ import annotations
 
+from ..errors import NeuralScanError
+
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ GROUP_COLUMNS = ("group", "duplicate_group", "patient", "patient_id", "subject",
 MASK_FOLDER_NAMES = {"masks", "mask", "labels_masks", "segmentations"}
 
 
-class SourceError(Exception):
+class SourceError(NeuralScanError):
     """A source that cannot be used at all (one-line message)."""
 
 

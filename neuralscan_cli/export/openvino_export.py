@@ -415,8 +415,12 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
     if not in_place:
         files = {}
         if copy_keras and keras_src is not None:
-            shutil.copy2(keras_src, out_dir / "model.keras")
-            files["keras"] = "model.keras"
+            shutil.copy2(keras_src, out_dir / keras_src.name)  # model.keras, or model.weights.h5
+            files["keras"] = keras_src.name
+            weights = bundle.path_of("keras_weights")  # loads in Keras 2 and 3; model.keras does not
+            if weights is not None and weights != keras_src:
+                shutil.copy2(weights, out_dir / weights.name)
+                files["keras_weights"] = weights.name
     files["openvino_fp32"] = FP32_DIR.joinpath("model.xml").as_posix()
     metrics = dict(meta.get("metrics") or {})
     report.metric = "accuracy" if bundle.task == "classify" else "dice_mean"

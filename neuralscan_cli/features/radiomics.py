@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -346,7 +347,8 @@ def extract_matrix(cache, config: FeatureConfig = FeatureConfig(), workers: int 
             on_progress(done, n)
 
     if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: forking a process that has loaded TensorFlow or OpenVINO can deadlock
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             for result in pool.map(_work, tasks):
                 take(result)
     else:

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import NeuralScanError
+from ..io.base import one_line
 from .bundle import BundleError, ModelBundle
 
 class Runner(ABC):
@@ -68,11 +69,37 @@ def load_keras_model(bundle: ModelBundle):
         pass
     import keras
 
+    weights = path if path.name.endswith(".weights.h5") else (
+        bundle.path_of("keras_weights") or path.with_name("model.weights.h5"))
+    if path.suffix == ".keras":
+        try:
+            return keras.models.load_model(path, compile=False)
+        except (OSError, ValueError, TypeError) as exc:
+            # a .keras file does not load across Keras 2 and 3; the weights file plus the architecture does
+            if not weights.is_file():
+                raise BundleError(f"{path}: cannot load the Keras model ({one_line(str(exc))})") from None
+    return _rebuild_from_weights(bundle, weights)
+
+
+def _rebuild_from_weights(bundle: ModelBundle, weights: Path):
+    """The registry's architecture with the bundle's saved options, then its weights (portable across Keras)."""
+    from ..models import create_model, model_options
+
+    name = bundle.meta.get("architecture")
     try:
-        return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, TypeError) as exc:
-        raise BundleError(f"{path}: cannot load the Keras model ({str(exc).splitlines()[0] if str(exc) else exc})") \
+        valid = model_options(name)
+        opts = dict(bundle.meta.get("architecture_options") or {})
+        opts["input_size"] = bundle.size
+        if "num_classes" in valid:
+            opts["num_classes"] = len(bundle.classes)
+        if "weights" in valid:
+            opts["weights"] = "none"
+        model = create_model(name, **opts)
+        model.load_weights(str(weights))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise BundleError(f"{weights}: cannot rebuild the '{name}' network from its weights ({one_line(str(exc))})") \
             from None
+    return model
 
 
 class KerasRunner(Runner):

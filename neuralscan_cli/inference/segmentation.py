@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import NeuralScanError
+from ..io.base import display_slice
 from ..evaluation.measurements import COLUMNS, measure_mask, remove_small_components
 from .bundle import BundleError, ModelBundle, load_bundle
 
@@ -214,15 +215,13 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def _to_display(s) -> tuple[np.ndarray, tuple[float, float] | None]:
+def to_display(s) -> tuple[np.ndarray, tuple[float, float] | None]:
     """A slice as the model should see it, and its (row, col) spacing there."""
-    if s.affine is not None and "axis" in s.extra:  # NIfTI: canonical slice -> radiological display
-        spacing = (s.spacing[1], s.spacing[0]) if s.spacing else None
-        return np.ascontiguousarray(s.pixels[::-1, ::-1].T), spacing
-    return s.pixels, s.spacing
+    return display_slice(s)
 
 
-def _from_display(mask: np.ndarray) -> np.ndarray:
+def from_display(mask: np.ndarray) -> np.ndarray:
+    """A mask on a displayed NIfTI slice back to the reader's canonical voxel order."""
     return np.ascontiguousarray(mask.T[::-1, ::-1])
 
 
@@ -238,7 +237,7 @@ def _write_nifti_mask(path: Path, source: Path, slices, masks: list[np.ndarray])
     for s, m in zip(slices, masks):
         index = [slice(None)] * 3
         index[axis] = s.slice_index
-        volume[tuple(index)] = _from_display(m)
+        volume[tuple(index)] = from_display(m)
     canonical = nib.Nifti1Image(volume, first.affine)
     try:
         stored = nib.load(source)
@@ -255,7 +254,7 @@ def _write_nifti_mask(path: Path, source: Path, slices, masks: list[np.ndarray])
 # -------------------------------------------------------------------------------------------- the work
 
 @dataclass
-class _Job:
+class ScanJob:
     path: Path
     name: str
     slices: list
@@ -264,15 +263,16 @@ class _Job:
     displays: list  # (pixels, spacing, midline_x) per slice
 
 
-def _prepare(path: Path, name: str, config) -> _Job:
+def prepare_scan(path: Path, name: str, config) -> ScanJob:
     from ..io import read_scan
     from ..preprocess import head_box, normalize_intensity, preprocess_image
 
     slices = read_scan(path)
-    job = _Job(path, name, slices, [], [], [])
+    job = ScanJob(path, name, slices, [], [], [])
     for s in slices:
-        pixels, spacing = _to_display(s)
+        pixels, spacing = to_display(s)
         image01, _, geom = preprocess_image(pixels, config)
+        image01 = np.rint(image01 * 255.0) / 255.0  # 8-bit, as the training cache stores images
         r0, r1, c0, c1 = geom.box if config.crop else head_box(normalize_intensity(pixels, config.clip_low,
                                                                                    config.clip_high),
                                                                config.head_threshold, config.margin)
@@ -282,7 +282,7 @@ def _prepare(path: Path, name: str, config) -> _Job:
     return job
 
 
-def _finish(job: _Job, probs: np.ndarray, out_dir: Path, threshold: float, min_pixels: int) -> tuple[list, int]:
+def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float, min_pixels: int) -> tuple[list, int]:
     """Masks, overlays and measurement rows of one scan. Returns (csv rows, slices with tumour)."""
     from ..io import write_mask_png
     from ..preprocess import restore_mask
@@ -385,7 +385,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
             if on_progress:
                 on_progress(finished, len(todo))
 
-        def flush(pending: list[_Job]) -> None:
+        def flush(pending: list[ScanJob]) -> None:
             if not pending:
                 return
             images = np.stack([im for job in pending for im in job.images]).astype(np.float32)
@@ -394,7 +394,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
             for job in pending:
                 n = len(job.images)
                 try:
-                    rows, n_tumor = _finish(job, probs[start:start + n], out_dir, threshold, min_pixels)
+                    rows, n_tumor = finish_scan(job, probs[start:start + n], out_dir, threshold, min_pixels)
                 except Exception as exc:  # noqa: BLE001 -- one bad scan must not stop the batch
                     failed(job.path, exc)
                 else:
@@ -409,11 +409,11 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                 advance()
             pending.clear()
 
-        pending: list[_Job] = []
+        pending: list[ScanJob] = []
         n_pending = 0
         for f in todo:
             try:
-                job = _prepare(f, names[f], config)
+                job = prepare_scan(f, names[f], config)
             except Exception as exc:  # noqa: BLE001 -- unreadable, corrupt, empty: reported and skipped
                 failed(f, exc)
                 advance()

@@ -84,7 +84,9 @@ class ClassifySummary:
 
 
 def columns(bundle: ModelBundle, with_segmentation: bool = False) -> list[str]:
-    cols = ["path", "slice", "label", "confidence", *(f"p_{c}" for c in bundle.classes), "tumor", "model"]
+    # probability columns in alphabetical class order (p_glioma, p_meningioma, p_no_tumor, p_pituitary), so a
+    # results file reads the same whatever order the model's outputs are in
+    cols = ["path", "slice", "label", "confidence", *(f"p_{c}" for c in sorted(bundle.classes)), "tumor", "model"]
     if with_segmentation:
         from .segmentation import FIELDS
 
@@ -287,19 +289,19 @@ def _decode(entry: _File, config, seg_config) -> _File:
     """Read and preprocess every slice (in a worker thread); a failure is recorded, never raised."""
     from ..io import read_scan
     from ..preprocess import preprocess_image
-    from .segmentation import _prepare, _to_display
+    from .segmentation import prepare_scan, to_display
 
     try:
         scans = read_scan(entry.path)
         images = []
         for s in scans:
-            pixels, _spacing = _to_display(s)
+            pixels, _spacing = to_display(s)
             img01, _mask, _geom = preprocess_image(pixels, config)
             images.append(np.rint(img01 * 255.0).astype(np.uint8))  # as the cache stores it
             entry.slices.append(int(s.slice_index))
         entry.images = np.stack(images)
         if seg_config is not None:
-            entry.seg_job = _prepare(entry.path, entry.name, seg_config)
+            entry.seg_job = prepare_scan(entry.path, entry.name, seg_config)
     except Exception as exc:  # noqa: BLE001 -- corrupt, empty, not a scan: reported and skipped
         entry.error = _error_text(entry.path, exc)
         entry.images = entry.seg_job = None
@@ -463,10 +465,10 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         rows = []
         seg_rows = {}
         if entry.seg_job is not None:
-            from .segmentation import FIELDS, _finish
+            from .segmentation import FIELDS, finish_scan
 
             probs = seg_runner.predict(np.stack(entry.seg_job.images).astype(np.float32), batch_size=16)
-            srows, _n = _finish(entry.seg_job, probs, seg_dir, seg_threshold, min_pixels)
+            srows, _n = finish_scan(entry.seg_job, probs, seg_dir, seg_threshold, min_pixels)
             for r in srows:
                 values = dict(zip(FIELDS, r))
                 seg_rows[int(values["slice"])] = {k: values[k] for k in FIELDS if k not in ("path", "slice")}

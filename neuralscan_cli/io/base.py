@@ -12,8 +12,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import NeuralScanError
 
-class ScanReadError(Exception):
+
+class ScanReadError(NeuralScanError):
     """A file that cannot be read as a scan. The message is one line, fit to show a user."""
 
 
@@ -161,3 +163,23 @@ def read_scan(path: str | Path, *, axis: int = 2, middle: int | None = None) -> 
     if not slices:
         raise ScanReadError(f"{path}: holds no image data")
     return slices
+
+
+def display_slice(s: ScanSlice) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A slice as shown in radiological display, which is how every model sees it, and its (row, col) spacing.
+
+    NIfTI slices come out of the reader in canonical RAS voxel order and are turned here; 2-D images and DICOM
+    are stored for display already. Every path that prepares pixels for a model (the cache, evaluate,
+    classify, segment) goes through this one function, so a volume is never seen in two orientations.
+    """
+    if s.affine is not None and "axis" in s.extra:
+        spacing = (s.spacing[1], s.spacing[0]) if s.spacing else None
+        return np.ascontiguousarray(s.pixels[::-1, ::-1].T), spacing
+    return s.pixels, s.spacing
+
+
+def stored_from_display(mask: np.ndarray, s: ScanSlice) -> np.ndarray:
+    """Inverse of `display_slice` for a mask drawn on the displayed slice."""
+    if s.affine is not None and "axis" in s.extra:
+        return np.ascontiguousarray(mask.T[::-1, ::-1])
+    return mask

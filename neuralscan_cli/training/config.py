@@ -12,7 +12,7 @@ from ..yamlfile import read_yaml_mapping
 DEFAULTS: dict = {
     "task": "classify",
     "data": {"cache": None, "train_split": "train", "val_split": "val"},
-    "model": {"name": "attention_cnn", "input_size": 192, "weights": "none", "init_from": None, "options": {}},
+    "model": {"name": "attention_cnn", "input_size": 160, "weights": "none", "init_from": None, "options": {}},
     "train": {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "learning_rate": 0.002, "weight_decay": 1e-4,
               "schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1, "class_weights": True,
               "patience": 8, "freeze_epochs": 0, "fine_tune_lr_factor": 0.1, "fine_tune_from": 0.0,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,9 @@ from .config import save_config
 
 class TrainError(NeuralScanError):
     pass
+
+
+MONITOR = {"classify": "val_macro_f1", "segment": "val_dice_all"}  # early stopping and best checkpoint
 
 
 @dataclass
@@ -97,13 +99,16 @@ class _EpochEnd:
 
         d = dice_scores(self.val_targets, probs)
         tumour = self.val_targets.reshape(len(d), -1).any(axis=1)
-        return {"val_dice": float(d[tumour].mean()) if tumour.any() else float(d.mean()),
+        # the monitored score is Dice over every image, where a no-tumour image scores 1 only when predicted
+        # empty: a checkpoint that outlines tumours well but paints specks on healthy scans does not win
+        return {"val_dice_all": float(d.mean()),
+                "val_dice": float(d[tumour].mean()) if tumour.any() else float("nan"),
                 "val_empty_correct": float(d[~tumour].mean()) if (~tumour).any() else float("nan")}
 
     def _epoch_end(self, model, epoch: int, logs: dict):
         train_seconds = time.perf_counter() - self._t0
         scores = self._score(model)
-        monitor = "val_macro_f1" if self.task == "classify" else "val_dice"
+        monitor = MONITOR[self.task]
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, **scores,
                "lr": float(_current_lr(model)), "train_seconds": round(train_seconds, 2),
                "train_images_per_second": round(self.n_train / max(train_seconds, 1e-9), 2)}
@@ -151,7 +156,7 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
         a.plot(ep, [r.get("loss") for r in history], label="train loss")
         a.set_xlabel("epoch")
         a.legend()
-        for k in ("val_macro_f1", "val_accuracy", "val_dice", "val_empty_correct"):
+        for k in ("val_macro_f1", "val_accuracy", "val_dice_all", "val_dice", "val_empty_correct"):
             if k in history[0]:
                 b.plot(ep, [r.get(k) for r in history], label=k)
         b.set_xlabel("epoch")
@@ -201,6 +206,8 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     tf = import_tensorflow(itex=bool(rt.get("itex", True)))
     import keras
 
+    from . import losses, schedules  # noqa: F401  (registers the classes a checkpoint refers to, for --resume)
+
     configure_threads(int(rt.get("intra_op_threads") or 0), int(rt.get("inter_op_threads") or 0))
     set_precision(rt["precision"])
     seed = int(rt["seed"])
@@ -219,6 +226,11 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     # the group split is the cache's; assert it here too, since a leak would silently inflate every figure
     if set(cache.groups[tr_idx]) & set(cache.groups[va_idx]):
         raise TrainError(f"{cache.root}: a group lies in both train and val; rebuild the cache")
+    if cache.size != int(cfg["model"]["input_size"]):
+        # one size end to end: the bundle's preprocessing then reproduces exactly what the network saw
+        raise TrainError(f"{cache.root}: the cache holds {cache.size} px images but model.input_size is "
+                         f"{cfg['model']['input_size']}; rebuild the cache with --size {cfg['model']['input_size']} "
+                         f"or set model.input_size={cache.size}")
     x_tr, y_tr = _load_split(cache, tr_idx, task)
     x_va, y_va = _load_split(cache, va_idx, task)
 
@@ -282,10 +294,12 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     best = keras.models.clone_model(model)
     best.load_weights(str(ckpt / "best.weights.h5"))
     best.save(str(run_dir / "model.keras"))
+    # weights + the registry architecture load in Keras 2 and 3 alike; a .keras file does not cross versions
+    best.save_weights(str(run_dir / "model.weights.h5"))
     wall = time.perf_counter() - t_start
     hist = state["history"]
     ips = [r["train_images_per_second"] for r in hist[1:]] or [r["train_images_per_second"] for r in hist]
-    monitor = "val_macro_f1" if task == "classify" else "val_dice"
+    monitor = MONITOR[task]
     best_row = next(r for r in hist if r["epoch"] == state["best_epoch"])
     metrics = _final_metrics(best, val_ds, val_targets, classes, task)
     provenance = {
@@ -304,7 +318,7 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
                            "size": size}, name=run_dir.name, architecture=cfg["model"]["name"],
                            architecture_options=cfg["model"].get("options") or {},
                            training={"config": cfg, **provenance})
-    meta["files"] = {"keras": "model.keras"}
+    meta["files"] = {"keras": "model.keras", "keras_weights": "model.weights.h5"}
     meta["metrics"] = {"val": metrics}
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2, default=str))
     return TrainResult(run_dir, int(state["best_epoch"]), float(state["best_score"]), monitor, int(state["epoch"]),
@@ -324,16 +338,12 @@ def _has_backbone(model) -> bool:
 
 
 def _init_encoder(model, spec) -> None:
-    import keras
-
     from ..inference.bundle import load_bundle
     from ..models import init_encoder_from_classifier
 
-    bundle = load_bundle(spec)
-    path = bundle.path_of("keras")
-    if path is None:
-        raise TrainError(f"{spec}: --init-from needs a bundle with a Keras model")
-    copied = init_encoder_from_classifier(model, keras.models.load_model(str(path), compile=False))
+    from ..inference.runners import load_keras_model
+
+    copied = init_encoder_from_classifier(model, load_keras_model(load_bundle(spec)))
     if copied == 0:
         raise TrainError(f"{spec}: no encoder layer of that classifier matches this U-Net")
 
@@ -376,21 +386,12 @@ def _final_metrics(model, val_ds, val_targets, classes, task) -> dict:
 
     d = dice_scores(val_targets, probs)
     tumour = val_targets.reshape(len(d), -1).any(axis=1)
-    return {"n": int(len(d)), "dice_mean": float(d[tumour].mean()) if tumour.any() else None,
-            "dice_median": float(np.median(d[tumour])) if tumour.any() else None,
+    return {"n": int(len(d)), "dice_mean_tumor": float(d[tumour].mean()) if tumour.any() else None,
+            "dice_median_tumor": float(np.median(d[tumour])) if tumour.any() else None,
             "empty_mask_rate_no_tumor": float(d[~tumour].mean()) if (~tumour).any() else None}
 
 
 def _machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    import os
+    from ..bench.machine import describe_machine
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.system()}
+    return describe_machine()

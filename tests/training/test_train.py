@@ -16,6 +16,7 @@ from neuralscan_cli.training import ConfigError, load_config, train
 from neuralscan_cli.training.pipeline import class_weights, make_dataset
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CLASSES = ["glioma", "meningioma", "pituitary", "no_tumor"]
 NO_AUGMENT = {"augment.flip_lr": "false", "augment.rotation_deg": 0, "augment.zoom": 0, "augment.shift": 0,
               "augment.brightness": 0, "augment.contrast": 0, "augment.gamma": 0, "augment.noise_std": 0}
@@ -53,22 +54,22 @@ def small_cache(tmp_path_factory):
 
 
 def _cfg(cache, out, **over):
-    sets = [f"data.cache={cache}", f"out={out}", "model.name=small_cnn", "model.input_size=64",
+    sets = [f"data.cache={cache}", f"out={out}", "model.name=small_cnn", "model.input_size=64", 
             "train.batch_size=8", "train.epochs=3", "train.learning_rate=0.01", "train.warmup_epochs=0",
             "runtime.itex=true"] + [f"{k}={v}" for k, v in over.items()]
-    return load_config(Path("configs/classifier.yaml"), sets)
+    return load_config(CONFIGS / "classifier.yaml", sets)
 
 
 def test_config_overrides_and_validation(tmp_path):
-    cfg = load_config(Path("configs/classifier.yaml"), ["train.epochs=7", "model.options.dropout=0.5",
+    cfg = load_config(CONFIGS / "classifier.yaml", ["train.epochs=7", "model.options.dropout=0.5",
                                                         "data.cache=x"])
     assert cfg["train"]["epochs"] == 7 and cfg["model"]["options"]["dropout"] == 0.5
     with pytest.raises(ConfigError, match="unknown config field 'train.epoch'"):
-        load_config(Path("configs/classifier.yaml"), ["train.epoch=7", "data.cache=x"])
+        load_config(CONFIGS / "classifier.yaml", ["train.epoch=7", "data.cache=x"])
     with pytest.raises(ConfigError, match="precision must be one of"):
-        load_config(Path("configs/classifier.yaml"), ["runtime.precision=fp8", "data.cache=x"])
+        load_config(CONFIGS / "classifier.yaml", ["runtime.precision=fp8", "data.cache=x"])
     with pytest.raises(ConfigError, match="multiple of 32"):
-        load_config(Path("configs/classifier.yaml"), ["model.input_size=100", "data.cache=x"])
+        load_config(CONFIGS / "classifier.yaml", ["model.input_size=100", "data.cache=x"])
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "nope.yaml")
 
@@ -131,28 +132,64 @@ def test_same_seed_same_first_epoch(small_cache, tmp_path):
 
 def test_cli_errors_are_one_line(small_cache, tmp_path):
     runner = CliRunner()
-    r = runner.invoke(app, ["train", "--config", "configs/classifier.yaml", "--cache", str(tmp_path / "none"),
+    r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(tmp_path / "none"),
                             "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "not a dataset cache" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["train", "--config", "configs/classifier.yaml", "--cache", str(small_cache),
+    r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
                             "--out", str(tmp_path / "o"), "--model", "no_such_net"])
     assert r.exit_code == 2 and "unknown model" in r.output
-    r = runner.invoke(app, ["train", "--config", "configs/classifier.yaml", "--cache", str(small_cache),
+    r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
                             "--model", "unet", "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "segment model" in r.output
-    r = runner.invoke(app, ["train", "--config", "configs/classifier.yaml", "--cache", str(small_cache),
+    r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
                             "--resume", "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "nothing to resume" in r.output
+    r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
+                            "--model", "small_cnn", "--set", "model.input_size=96", "--out", str(tmp_path / "o4")])
+    assert r.exit_code == 2 and "rebuild the cache with --size 96" in r.output
+
+
+def test_resume_in_a_fresh_process(small_cache, tmp_path):
+    """--resume must reload the checkpoint's custom schedule in a new interpreter (nothing registered yet)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    base = ["-m", "neuralscan_cli", "train", "--config", str(CONFIGS / "classifier.yaml"), "--cache",
+            str(small_cache), "--out", str(out), "--model", "small_cnn", "--set", "model.input_size=64",
+            "--batch-size", "8"]
+    first = subprocess.run([sys.executable, *base, "--epochs", "1"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run([sys.executable, *base, "--epochs", "2", "--resume"], capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))] == [1, 2]
 
 
 def test_segmenter_training_lowers_loss(small_cache, tmp_path):
     out = tmp_path / "seg"
-    cfg = load_config(Path("configs/segmenter.yaml"), [
-        f"data.cache={small_cache}", f"out={out}", "model.name=unet", "model.input_size=64",
+    cfg = load_config(CONFIGS / "segmenter.yaml", [
+        f"data.cache={small_cache}", f"out={out}", "model.name=unet", "model.input_size=64", 
         "model.options={base_filters: 4, depth: 2}", "train.batch_size=8", "train.epochs=3",
         "train.learning_rate=0.01", "train.warmup_epochs=0", *[f"{k}={v}" for k, v in NO_AUGMENT.items()]])
     train(cfg)
     hist = list(csv.DictReader(open(out / "history.csv")))
     assert float(hist[-1]["loss"]) < float(hist[0]["loss"])
     meta = json.loads((out / "model.json").read_text())
-    assert meta["task"] == "segment" and "dice_mean" in meta["metrics"]["val"]
+    assert meta["task"] == "segment" and "dice_mean_tumor" in meta["metrics"]["val"]
+
+
+def test_bundle_with_weights_only_gives_the_same_predictions(small_cache, tmp_path):
+    """Shipped bundles carry model.weights.h5 (loads in Keras 2 and 3) instead of a version-bound .keras file."""
+    from neuralscan_cli.inference import load_bundle
+    from neuralscan_cli.inference.runners import make_runner
+
+    out = tmp_path / "run"
+    train(_cfg(small_cache, out, **{"train.epochs": 1}))
+    x = DatasetCache.open(small_cache).load("val")[0]
+    full = make_runner(load_bundle(out), "keras").predict(x)
+    (out / "model.keras").unlink()
+    meta = json.loads((out / "model.json").read_text())
+    meta["files"]["keras"] = "model.weights.h5"
+    (out / "model.json").write_text(json.dumps(meta))
+    rebuilt = make_runner(load_bundle(out), "keras").predict(x)
+    np.testing.assert_allclose(rebuilt, full, atol=1e-5)
