@@ -111,9 +111,9 @@ def test_invalid_settings_one_line_error(tmp_path, args):
 def test_strict_with_bad_file_exit_1_cache_written(tmp_path):
     src = tmp_path / "samples"
     shutil.copytree(SAMPLES, src)
-    (src / "figshare" / "broken.png").write_text("not an image at all\n")
+    (src / "images" / "broken.png").write_text("not an image at all\n")
     with open(src / "labels.csv", "a", newline="") as fh:
-        csv.writer(fh).writerow(["figshare/broken.png", "glioma", "", "", "figshare"])
+        csv.writer(fh).writerow(["images/broken.png", "glioma", "", "", "figshare"])
     out = tmp_path / "cache"
     result = _run(src, out, *FAST, "--strict")
     assert result.exit_code == 1, result.output
