@@ -136,13 +136,13 @@ def test_cli_errors_are_one_line(small_cache, tmp_path):
                             "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "not a dataset cache" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
-                            "--out", str(tmp_path / "o"), "--model", "no_such_net"])
+                            "--out", str(tmp_path / "o"), "--model", "no_such_net", "--set", "model.input_size=64"])
     assert r.exit_code == 2 and "unknown model" in r.output
     r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
-                            "--model", "unet", "--out", str(tmp_path / "o2")])
+                            "--model", "unet", "--set", "model.input_size=64", "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "segment model" in r.output
     r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
-                            "--resume", "--out", str(tmp_path / "o3")])
+                            "--resume", "--set", "model.input_size=64", "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "nothing to resume" in r.output
     r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
                             "--model", "small_cnn", "--set", "model.input_size=96", "--out", str(tmp_path / "o4")])
