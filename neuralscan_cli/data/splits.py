@@ -1,7 +1,7 @@
 """Group-level train/val/test splits, stratified by class and seeded; given folds kept when asked."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

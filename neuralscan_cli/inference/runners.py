@@ -324,3 +324,24 @@ def load_cache_for_bundle(cache, bundle: ModelBundle, split: str | None = "val",
         records.append({"path": r["path"], "slice": int(r["slice"]), "label": r["label"], "group": r["group"],
                         "has_mask": bool(has_mask[k]), "spacing": sp})
     return images01, _labels_for(records, index), masks, records
+
+
+TASK_EXAMPLE = {"classify": "bundled", "segment": "bundled-segmenter"}
+
+
+def load_for_task(model, task: str, engine: str = "auto"):
+    """(bundle, runner) for a model spec that must be a `task` model. A model file named explicitly
+    (model.keras, model.xml) picks its own engine; BundleError for a missing model or the wrong task."""
+    from .bundle import load_bundle
+
+    bundle = model if isinstance(model, ModelBundle) else load_bundle(model)
+    if bundle.task != task:
+        raise BundleError(f"{bundle.name} is a {bundle.task} model; {task} needs a "
+                          f"{'classification' if task == 'classify' else 'segmentation'} model "
+                          f"(e.g. {TASK_EXAMPLE[task]})")
+    if bundle.preprocessing.size != bundle.size:
+        raise BundleError(f"{bundle.root}: preprocessing size {bundle.preprocessing.size} differs from the input "
+                          f"size {bundle.size}")
+    if engine == "auto" and not isinstance(model, ModelBundle) and Path(str(model)).is_file():
+        engine = engine_of_file(bundle, model) or ("keras" if str(model).endswith(".keras") else engine)
+    return bundle, make_runner(bundle, engine)

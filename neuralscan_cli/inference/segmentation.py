@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import NeuralScanError
 from ..io.base import display_slice
 from ..evaluation.measurements import COLUMNS, measure_mask, remove_small_components
-from .bundle import BundleError, ModelBundle, load_bundle
+from .bundle import ModelBundle
 
 FIELDS = ["path", "slice", *COLUMNS, "mask_file", "overlay_file"]
 ERROR_FIELDS = ["path", "error"]
@@ -308,18 +308,9 @@ def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float
 
 def load_segmenter(model: str | Path | ModelBundle, engine: str = "auto"):
     """(bundle, runner) for a segmentation model spec; BundleError when it is missing or not a segmenter."""
-    from .runners import engine_of_file, make_runner
+    from .runners import load_for_task
 
-    bundle = model if isinstance(model, ModelBundle) else load_bundle(model)
-    if bundle.task != "segment":
-        raise BundleError(f"{bundle.name} is a {bundle.task} model; segment needs a segmentation model "
-                          f"(e.g. bundled-segmenter)")
-    if bundle.preprocessing.size != bundle.size:
-        raise BundleError(f"{bundle.root}: preprocessing size {bundle.preprocessing.size} differs from the input "
-                          f"size {bundle.size}")
-    if engine == "auto" and not isinstance(model, ModelBundle) and Path(str(model)).is_file():
-        engine = engine_of_file(bundle, model) or engine  # a model file named explicitly picks its engine
-    return bundle, make_runner(bundle, engine)
+    return load_for_task(model, "segment", engine)
 
 
 def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, out_dir: str | Path, *,

@@ -44,7 +44,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import NeuralScanError
-from .bundle import BundleError, ModelBundle, load_bundle
+from .bundle import ModelBundle
 
 FORMATS = ("csv", "jsonl")
 NO_TUMOR = "no_tumor"
@@ -100,20 +100,10 @@ def sidecar_paths(out: Path) -> tuple[Path, Path]:
 
 
 def load_classifier(model: str | Path | ModelBundle, engine: str = "auto"):
-    """(bundle, runner) for a classifier spec. A model file named explicitly (model.keras, model.xml) picks its
-    own engine; BundleError for a missing model or one that is not a classifier."""
-    from .runners import engine_of_file, make_runner
+    """(bundle, runner) for a classifier spec; BundleError for a missing model or one that is not a classifier."""
+    from .runners import load_for_task
 
-    bundle = model if isinstance(model, ModelBundle) else load_bundle(model)
-    if bundle.task != "classify":
-        raise BundleError(f"{bundle.name} is a {bundle.task} model; classify needs a classification model "
-                          f"(e.g. bundled)")
-    if bundle.preprocessing.size != bundle.size:
-        raise BundleError(f"{bundle.root}: preprocessing size {bundle.preprocessing.size} differs from the input "
-                          f"size {bundle.size}")
-    if engine == "auto" and not isinstance(model, ModelBundle) and Path(str(model)).is_file():
-        engine = engine_of_file(bundle, model) or ("keras" if str(model).endswith(".keras") else engine)
-    return bundle, make_runner(bundle, engine)
+    return load_for_task(model, "classify", engine)
 
 
 # ------------------------------------------------------------------------------------------ output files
