@@ -79,7 +79,36 @@ def classify(
                    code=1)
 
 
+PER_SCAN_TABLE_MAX = 25  # small runs (the demo, a few files) also get one line per scan on screen
+
+
+def _print_scans(s) -> None:
+    """One line per scored slice, read back from the results file (small runs only; CSV output)."""
+    import csv
+
+    if s.out.suffix.lower() != ".csv" or not s.out.is_file():
+        return
+    with open(s.out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or len(rows) > PER_SCAN_TABLE_MAX:
+        return
+    seg = "tumor_present" in rows[0]
+    table = Table(title="Per scan", title_justify="left")
+    for col, justify in [("scan", "left"), ("slice", "right"), ("label", "left"), ("conf.", "right")] + (
+            [("outlined", "left"), ("area px", "right"), ("max diam.", "right")] if seg else []):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for r in rows:
+        cells = [Path(r["path"]).name, r["slice"], r["label"], f"{float(r['confidence']):.2f}"]
+        if seg:
+            diameter = (f"{float(r['max_diameter_mm']):.1f} mm" if r.get("max_diameter_mm") else
+                        f"{float(r['max_diameter_px']):.1f} px" if r.get("max_diameter_px") else "")
+            cells += ["yes" if r["tumor_present"] == "true" else "no", r.get("area_px", ""), diameter]
+        table.add_row(*cells)
+    console.print(table)
+
+
 def _print_summary(s) -> None:
+    _print_scans(s)
     table = Table(title=f"Classification with {s.model} ({s.engine})", title_justify="left")
     table.add_column("")
     table.add_column("count", justify="right")
