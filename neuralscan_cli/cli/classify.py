@@ -7,7 +7,8 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import console, err_console, fail, friendly_errors, progress_bar
+from .common import (console, err_console, fail, fail_if_nothing_done, fail_if_single_bad_file, friendly_errors,
+                     progress_bar, resumable)
 
 MAX_PROBLEMS_SHOWN = 5
 
@@ -52,31 +53,24 @@ def classify(
 
         find_scans(paths)  # a missing path or an empty folder fails before the model loads
         bundle, runner = load_classifier(model, engine)
-        try:
-            with progress_bar() as bar:
-                task = bar.add_task(f"classifying ({runner.engine})", total=None, rate="")
+        with resumable(out), progress_bar() as bar:
+            task = bar.add_task(f"classifying ({runner.engine})", total=None, rate="")
 
-                def on_total(n: int) -> None:
-                    bar.update(task, total=n)
+            def on_total(n: int) -> None:
+                bar.update(task, total=n)
 
-                def on_progress(done: int, total: int, images: int) -> None:
-                    elapsed = bar.tasks[task].elapsed or 1e-9
-                    bar.update(task, completed=done, rate=f"{images / elapsed:.0f} img/s")
+            def on_progress(done: int, total: int, images: int) -> None:
+                elapsed = bar.tasks[task].elapsed or 1e-9
+                bar.update(task, completed=done, rate=f"{images / elapsed:.0f} img/s")
 
-                summary = classify_paths(paths, bundle, out, fmt=fmt, workers=workers, batch_size=batch_size,
-                                         with_segmentation=segmenter if with_segmentation else None,
-                                         seg_out_dir=seg_out, overwrite=overwrite, limit=limit, runner=runner,
-                                         on_total=on_total, on_progress=on_progress)
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted: the scans finished so far are saved in {out}; run the same command "
-                              "again to resume", highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
-    if summary.n_files == 1 and summary.n_failed == 1:  # one file given, and it is bad: just say why
-        raise fail(summary.errors[0], code=1)
+            summary = classify_paths(paths, bundle, out, fmt=fmt, workers=workers, batch_size=batch_size,
+                                     with_segmentation=segmenter if with_segmentation else None,
+                                     seg_out_dir=seg_out, overwrite=overwrite, limit=limit, runner=runner,
+                                     on_total=on_total, on_progress=on_progress)
+    fail_if_single_bad_file(n_files=summary.n_files, n_failed=summary.n_failed, errors=summary.errors)
     _print_summary(summary)
-    if summary.n_failed and summary.n_scored == 0 and summary.n_resumed == 0:
-        raise fail(f"no scan could be classified ({summary.n_failed} file(s) failed; see {summary.errors_path})",
-                   code=1)
+    fail_if_nothing_done(n_failed=summary.n_failed, n_done=summary.n_scored, n_resumed=summary.n_resumed,
+                         verb="classified", errors_path=summary.errors_path)
 
 
 PER_SCAN_TABLE_MAX = 25  # small runs (the demo, a few files) also get one line per scan on screen

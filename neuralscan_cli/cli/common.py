@@ -48,3 +48,26 @@ def progress_bar(transient: bool = False) -> Progress:
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=err_console, transient=transient, disable=not sys.stderr.isatty())
+
+
+@contextlib.contextmanager
+def resumable(saved_in) -> Iterator[None]:
+    """Ctrl-C in a batch: say where the finished work is and that a rerun resumes; exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: the scans finished so far are saved in {saved_in}; run the same command "
+                          "again to resume", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
+def fail_if_single_bad_file(*, n_files: int, n_failed: int, errors: list[str]) -> None:
+    """One file given, and it is bad: just say why (exit 1)."""
+    if n_files == 1 and n_failed == 1:
+        raise fail(errors[0], code=1)
+
+
+def fail_if_nothing_done(*, n_failed: int, n_done: int, n_resumed: int, verb: str, errors_path) -> None:
+    """Every file failed (none done now or before): exit 1, pointing at the errors file."""
+    if n_failed and n_done == 0 and n_resumed == 0:
+        raise fail(f"no scan could be {verb} ({n_failed} file(s) failed; see {errors_path})", code=1)

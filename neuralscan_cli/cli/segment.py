@@ -7,7 +7,8 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import console, err_console, fail, friendly_errors, progress_bar
+from .common import (console, err_console, fail, fail_if_nothing_done, fail_if_single_bad_file, friendly_errors,
+                     progress_bar, resumable)
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -39,30 +40,23 @@ def segment(
 
         find_scans(paths, exclude=out)  # a missing path or an empty folder fails before the model loads
         bundle, runner = load_segmenter(model, engine)
-        try:
-            with progress_bar() as bar:
-                task = bar.add_task(f"segmenting ({runner.engine})", total=None, rate="")
+        with resumable(out / "measurements.csv"), progress_bar() as bar:
+            task = bar.add_task(f"segmenting ({runner.engine})", total=None, rate="")
 
-                def on_total(n):
-                    bar.update(task, total=n)
+            def on_total(n):
+                bar.update(task, total=n)
 
-                def on_progress(done, total):
-                    elapsed = bar.tasks[task].elapsed or 1e-9
-                    bar.update(task, completed=done, rate=f"{done / elapsed:.1f} scans/s")
+            def on_progress(done, total):
+                elapsed = bar.tasks[task].elapsed or 1e-9
+                bar.update(task, completed=done, rate=f"{done / elapsed:.1f} scans/s")
 
-                summary = segment_paths(paths, bundle, out, threshold=threshold, batch_size=batch_size,
-                                        min_component=min_component, runner=runner, on_total=on_total,
-                                        on_progress=on_progress)
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted: the scans finished so far are saved in {out / 'measurements.csv'}; "
-                              "run the same command again to resume", highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
-    if summary.n_files == 1 and summary.n_failed == 1:  # one file given, and it is bad: just say why
-        raise fail(summary.errors[0], code=1)
+            summary = segment_paths(paths, bundle, out, threshold=threshold, batch_size=batch_size,
+                                    min_component=min_component, runner=runner, on_total=on_total,
+                                    on_progress=on_progress)
+    fail_if_single_bad_file(n_files=summary.n_files, n_failed=summary.n_failed, errors=summary.errors)
     _print_summary(summary)
-    if summary.n_failed and summary.n_segmented == 0 and summary.n_resumed == 0:
-        raise fail(f"no scan could be segmented ({summary.n_failed} file(s) failed; see "
-                   f"{out / 'errors.csv'})", code=1)
+    fail_if_nothing_done(n_failed=summary.n_failed, n_done=summary.n_segmented, n_resumed=summary.n_resumed,
+                         verb="segmented", errors_path=out / "errors.csv")
 
 
 def _print_summary(s) -> None:

@@ -79,7 +79,7 @@ def _check_decoder(path: Path, ds) -> None:
         return
     try:
         decoder = get_decoder(syntax)
-    except NotImplementedError:
+    except Exception:  # pydicom has no decoder class at all for this transfer syntax (it raises, not returns)
         raise ScanReadError(f"{path}: pixel data uses {syntax.name} ({syntax}), which pydicom cannot decode") from None
     if not decoder.is_available:
         hint = _DECODER_HINTS.get(str(syntax)) or "; ".join(decoder.missing_dependencies)
