@@ -140,20 +140,28 @@ def _format(value) -> str:
 
 
 def _read_done(path: Path) -> set[str]:
-    """Source paths that already have rows in measurements.csv. Drops a torn last line left by a crash."""
+    """Source paths that already have all their rows in measurements.csv.
+
+    A scan's rows are written in one go, so a crash can only tear the last scan's rows: the torn line and
+    every complete row of that same scan are dropped (the scan is redone). The header is checked first, so a
+    file that is not ours is never modified.
+    """
     if not path.is_file() or path.stat().st_size == 0:
         return set()
     data = path.read_bytes()
-    if not data.endswith(b"\n"):  # a row cut short: drop it (its scan is redone)
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace")]), None)
+    if header != FIELDS:
+        raise NeuralScanError(f"{path}: not a measurements file written by this version of neuralscan "
+                              f"segment; choose another --out folder")
+    if not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        torn = next(csv.reader([data[cut:].decode("utf-8", "replace")]), [""])
+        lines = data[:cut].decode("utf-8").splitlines(keepends=True)
+        keep = [ln for ln in lines[1:] if next(csv.reader([ln]), [""])[0] != torn[0]] if torn and torn[0] else lines[1:]
+        path.write_text(lines[0] + "".join(keep))
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return set()
-        if header != FIELDS:
-            raise NeuralScanError(f"{path}: not a measurements file written by this version of neuralscan "
-                                  f"segment; choose another --out folder")
+        next(reader, None)
         return {row[0] for row in reader if row}
 
 

@@ -173,6 +173,8 @@ class _Output:
             return set()
         data = self.path.read_bytes()
         torn = not data.endswith(b"\n")
+        if torn and b"\n" in data:
+            next(self._read_rows(), None)  # a file that is not ours raises here, before anything is changed
         if torn:  # a row cut short by a crash: drop it
             self.path.write_bytes(data[: data.rfind(b"\n") + 1])
         del data

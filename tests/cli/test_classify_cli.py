@@ -263,3 +263,17 @@ def test_bundled_models_on_the_samples(tmp_path):
     same = sum(labels["keras"][k] == labels["openvino-int8"][k] for k in labels["keras"])
     # INT8 flips only near-ties: 97.3% top-1 agreement on the 841 validation images; 10 of these 11
     assert same >= 10, (labels["keras"], labels["openvino-int8"])
+
+
+def test_resume_never_edits_a_foreign_file(tmp_path):
+    """--out pointing at someone else's CSV (no trailing newline): refused, and the file is left as it was."""
+    from typer.testing import CliRunner as _Runner
+
+    from neuralscan_cli.cli.app import app as _app
+
+    out = tmp_path / "theirs.csv"
+    out.write_text("name,score\nalice,1\nbob,2")
+    samples = Path(__file__).resolve().parents[2] / "neuralscan_cli" / "samples" / "images"
+    r = _Runner().invoke(_app, ["classify", str(samples), "--out", str(out)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert out.read_text() == "name,score\nalice,1\nbob,2"

@@ -261,3 +261,28 @@ def test_user_mistakes_are_one_line_errors(bundle, tmp_path, monkeypatch):
     bad.write_text("hello")
     assert_one_line_error(run(bundle, bad, "--out", tmp_path / "o5"), 1, "bad.png")
     assert len(errors_of(tmp_path / "o5")) == 1
+
+
+def test_torn_multi_slice_scan_is_redone_whole(tmp_path):
+    """A crash in the middle of one scan's rows: the torn line and that scan's complete rows are dropped."""
+    from neuralscan_cli.inference.segmentation import FIELDS, _read_done
+
+    path = tmp_path / "measurements.csv"
+    head = ",".join(FIELDS) + "\n"
+    filler = "," * (len(FIELDS) - 2)
+    done_row = f"/data/a.png,0{filler}\n"
+    vol_rows = f"/data/vol.nii.gz,3{filler}\n/data/vol.nii.gz,4{filler}\n"
+    path.write_text(head + done_row + vol_rows + "/data/vol.nii.gz,5,tr")  # the third slice's row was cut
+    assert _read_done(path) == {"/data/a.png"}
+    assert path.read_text() == head + done_row
+
+
+def test_resume_refuses_a_foreign_file_without_touching_it(tmp_path):
+    from neuralscan_cli.errors import NeuralScanError
+    from neuralscan_cli.inference.segmentation import _read_done
+
+    path = tmp_path / "measurements.csv"
+    path.write_text("a,b\n1,2")  # not ours, and no trailing newline
+    with pytest.raises(NeuralScanError):
+        _read_done(path)
+    assert path.read_text() == "a,b\n1,2"
