@@ -7,8 +7,8 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import (console, err_console, fail, fail_if_nothing_done, fail_if_single_bad_file, friendly_errors,
-                     progress_bar, resumable)
+from .common import (console, fail, fail_if_nothing_done, fail_if_single_bad_file, friendly_errors,
+                     print_counts, print_problems, progress_bar, resumable)
 
 MAX_PROBLEMS_SHOWN = 5
 
@@ -103,27 +103,17 @@ def _print_scans(s) -> None:
 
 def _print_summary(s) -> None:
     _print_scans(s)
-    table = Table(title=f"Classification with {s.model} ({s.engine})", title_justify="left")
-    table.add_column("")
-    table.add_column("count", justify="right")
-    for label, n in s.counts.items():
-        table.add_row(f"slices labelled {label}", str(n))
-    rows = [("scan files found", s.n_files), ("scored now", s.n_scored), ("  slices", s.n_slices),
+    rows = [(f"slices labelled {label}", n) for label, n in s.counts.items()]
+    rows += [("scan files found", s.n_files), ("scored now", s.n_scored), ("  slices", s.n_slices),
             ("done before (resumed)", s.n_resumed), ("failed", s.n_failed)]
     if s.stopped_early:
         rows.append(("left for a later run (--limit)", s.n_files - s.n_resumed - s.n_scored - s.n_failed))
     if s.n_ignored:
         rows.append(("non-scan files ignored", s.n_ignored))
-    for name, n in rows:
-        table.add_row(name, str(n))
-    console.print(table)
+    print_counts(f"Classification with {s.model} ({s.engine})", rows)
     rate = f", {s.images_per_second:.0f} images/s" if s.n_slices and s.seconds > 0 else ""
     console.print(f"{s.seconds:.1f} s{rate} ({s.workers} decode threads, {s.infer_requests} infer request(s) of "
                   f"{s.batch_size}); results in {s.out}", highlight=False, soft_wrap=True)
     if s.errors:
-        err_console.print(f"[yellow]{s.n_failed} file(s) failed[/] (all listed in {s.errors_path}):",
-                          highlight=False, soft_wrap=True)
-        for e in s.errors[:MAX_PROBLEMS_SHOWN]:
-            err_console.print(f"  {e}", highlight=False, soft_wrap=True)
-        if len(s.errors) > MAX_PROBLEMS_SHOWN:
-            err_console.print(f"  ... and {len(s.errors) - MAX_PROBLEMS_SHOWN} more", highlight=False)
+        print_problems(f"[yellow]{s.n_failed} file(s) failed[/] (all listed in {s.errors_path}):", s.errors,
+                       MAX_PROBLEMS_SHOWN)

@@ -71,3 +71,28 @@ def fail_if_nothing_done(*, n_failed: int, n_done: int, n_resumed: int, verb: st
     """Every file failed (none done now or before): exit 1, pointing at the errors file."""
     if n_failed and n_done == 0 and n_resumed == 0:
         raise fail(f"no scan could be {verb} ({n_failed} file(s) failed; see {errors_path})", code=1)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def print_problems(header: str, problems: list[str], limit: int = 10) -> None:
+    """A header line, then the first `limit` problems (one line each) and how many more there are."""
+    err_console.print(header, highlight=False, soft_wrap=True)
+    for p in problems[:limit]:
+        err_console.print(f"  {p}", highlight=False, soft_wrap=True)
+    if len(problems) > limit:
+        err_console.print(f"  ... and {len(problems) - limit} more", highlight=False)
+
+
+def print_counts(title: str, rows: list[tuple[str, int]]) -> None:
+    """The end-of-run summary table of a batch command: one label and one count per row."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for name, n in rows:
+        table.add_row(name, str(n))
+    console.print(table)

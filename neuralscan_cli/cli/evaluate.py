@@ -9,15 +9,11 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import console, err_console, fail, friendly_errors, progress_bar
+from .common import console, fail, friendly_errors, print_problems, progress_bar, warn
 
 SPLITS = ("train", "val", "test", "all")
 PREDICT_CHUNK = 256  # images per progress-bar step; the runner batches within a chunk
 MAX_PROBLEMS_SHOWN = 10
-
-
-def _warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 @app.command(no_args_is_help=True)
@@ -71,17 +67,13 @@ def _load_data(data: Path, bundle, split: str):
 
     problems: list[str] = []
     if (data / "dataset.json").is_file():
-        loaded = load_cache_for_bundle(data, bundle, None if split == "all" else split, on_warning=_warn)
+        loaded = load_cache_for_bundle(data, bundle, None if split == "all" else split, on_warning=warn)
         kind = "cache"
     else:
         loaded = load_images_for_bundle(data, bundle, on_problem=problems.append)
         kind = "raw"
         if problems and len(loaded[0]):
-            _warn(f"{len(problems)} file(s) skipped:")
-            for p in problems[:MAX_PROBLEMS_SHOWN]:
-                err_console.print(f"  {p}", highlight=False, soft_wrap=True)
-            if len(problems) > MAX_PROBLEMS_SHOWN:
-                err_console.print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+            print_problems(f"[yellow]warning:[/] {len(problems)} file(s) skipped:", problems, MAX_PROBLEMS_SHOWN)
     if len(loaded[0]) == 0:
         raise NeuralScanError(f"{data}: no images to evaluate" + (f" ({problems[0]})" if problems else ""))
     return (*loaded, kind)
@@ -112,12 +104,12 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
         raise NeuralScanError(f"{context['data']}: the images carry no labels; evaluation needs labelled images")
     labelled = labels >= 0
     if not labelled.all():
-        _warn(f"{int((~labelled).sum())} unlabelled image(s) left out")
+        warn(f"{int((~labelled).sum())} unlabelled image(s) left out")
     idx = np.nonzero(labelled)[0]
     images01, y_true = images01[idx], labels[idx]
     records = [records[i] for i in idx]
     if explain and bundle.path_of("keras") is None:
-        _warn(f"--explain needs the Keras model, and bundle {bundle.root} holds none (only "
+        warn(f"--explain needs the Keras model, and bundle {bundle.root} holds none (only "
               f"{', '.join(bundle.available_engines())}); no Grad-CAM images will be written")
         explain = 0
     probs, seconds = _predict(runner, images01, batch_size)
@@ -191,7 +183,7 @@ def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: di
         raise NeuralScanError(f"{context['data']}: no image has a tumour mask (or the label no_tumor), so there is "
                               "nothing to compare a segmentation with")
     if not keep.all():
-        _warn(f"{int((~keep).sum())} image(s) without a mask and not labelled no_tumor left out (unannotated)")
+        warn(f"{int((~keep).sum())} image(s) without a mask and not labelled no_tumor left out (unannotated)")
     idx = np.nonzero(keep)[0]
     images01 = images01[idx]
     truth = masks[idx] if masks is not None else np.zeros(images01.shape, np.uint8)

@@ -7,11 +7,7 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import console, err_console, fail, friendly_errors
-
-
-def _warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+from .common import console, err_console, fail, friendly_errors, warn
 
 
 def _step(message: str) -> None:
@@ -53,7 +49,7 @@ def export(
         report = export_bundle(model, out, int8=int8, calibration=calibration, calibration_size=calibration_size,
                                max_drop_accuracy=max_accuracy_drop, max_drop_dice=max_dice_drop,
                                accuracy_control=accuracy_control, validation=validation, preset=preset,
-                               copy_keras=keras, on_step=_step, on_warning=_warn)
+                               copy_keras=keras, on_step=_step, on_warning=warn)
     _print_report(report)
     if report.int8_requested and not report.int8_accepted:
         raise fail(report.message or "INT8 lost too much accuracy", code=1)

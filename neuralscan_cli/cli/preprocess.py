@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import console, err_console, fail, friendly_errors, progress_bar, split_list
+from .common import console, fail, friendly_errors, print_problems, progress_bar, split_list
 
 
 @app.command(no_args_is_help=True)
@@ -98,8 +98,5 @@ def _print_summary(report) -> None:
         f"{naive.get('duplicate_pairs_split', 0)} duplicate pairs and {naive.get('groups_split', 0)} groups on "
         f"both sides; here no group spans two splits")
     if report.errors:
-        err_console.print(f"[yellow]{len(report.errors)} problem(s), listed in {Path(report.out) / 'errors.csv'}:[/]")
-        for e in report.errors[:10]:
-            err_console.print(f"  {e}", highlight=False, soft_wrap=True)
-        if len(report.errors) > 10:
-            err_console.print(f"  ... and {len(report.errors) - 10} more")
+        print_problems(f"[yellow]{len(report.errors)} problem(s), listed in {Path(report.out) / 'errors.csv'}:[/]",
+                       report.errors)

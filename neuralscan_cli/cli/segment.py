@@ -4,11 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from .app import app
-from .common import (console, err_console, fail, fail_if_nothing_done, fail_if_single_bad_file, friendly_errors,
-                     progress_bar, resumable)
+from .common import (console, fail, fail_if_nothing_done, fail_if_single_bad_file, friendly_errors,
+                     print_counts, print_problems, progress_bar, resumable)
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -60,23 +59,14 @@ def segment(
 
 
 def _print_summary(s) -> None:
-    table = Table(title=f"Segmentation with {s.model} ({s.engine})", title_justify="left")
-    table.add_column("")
-    table.add_column("count", justify="right")
     rows = [("scan files found", s.n_files), ("segmented now", s.n_segmented), ("  slices", s.n_slices),
             ("  slices with tumour", s.n_tumor), ("done before (resumed)", s.n_resumed), ("failed", s.n_failed)]
     if s.n_ignored:
         rows.append(("non-scan files ignored", s.n_ignored))
-    for name, n in rows:
-        table.add_row(name, str(n))
-    console.print(table)
+    print_counts(f"Segmentation with {s.model} ({s.engine})", rows)
     rate = f", {s.n_segmented / s.seconds:.1f} scans/s" if s.n_segmented and s.seconds > 0 else ""
     console.print(f"{s.seconds:.1f} s{rate}; measurements in {Path(s.out_dir) / 'measurements.csv'}",
                   highlight=False, soft_wrap=True)
     if s.errors:
-        err_console.print(f"[yellow]{s.n_failed} file(s) skipped, listed in {Path(s.out_dir) / 'errors.csv'}:[/]",
-                          highlight=False, soft_wrap=True)
-        for e in s.errors[:MAX_PROBLEMS_SHOWN]:
-            err_console.print(f"  {e}", highlight=False, soft_wrap=True)
-        if len(s.errors) > MAX_PROBLEMS_SHOWN:
-            err_console.print(f"  ... and {len(s.errors) - MAX_PROBLEMS_SHOWN} more")
+        print_problems(f"[yellow]{s.n_failed} file(s) skipped, listed in {Path(s.out_dir) / 'errors.csv'}:[/]",
+                       s.errors, MAX_PROBLEMS_SHOWN)
