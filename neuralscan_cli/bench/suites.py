@@ -592,9 +592,9 @@ def int8_peak(machine: dict, clock_ghz: float | None = None) -> dict:
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.reshape(len(a), -1).astype(bool), b.reshape(len(b), -1).astype(bool)
-    inter, tot = (a & b).sum(1), a.sum(1) + b.sum(1)
-    return np.where(tot == 0, 1.0, 2.0 * inter / np.maximum(tot, 1))
+    from ..evaluation.metrics import dice_per_image
+
+    return dice_per_image(a, np.asarray(b).astype(bool))
 
 
 class _Engines:

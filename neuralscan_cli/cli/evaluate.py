@@ -29,8 +29,10 @@ def evaluate(
                                 "(classifiers; needs the Keras model)."),
     batch_size: int = typer.Option(32, min=1, help="Images per inference batch."),
     bootstrap: int = typer.Option(1000, min=0, help="Bootstrap resamples for the confidence intervals."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Segmenters: probability above which a pixel "
-                                    "is tumour."),
+    threshold: float = typer.Option(None, min=0.0, max=1.0, help="Segmenters: probability above which a pixel "
+                                    "is tumour (default: the model's own, as `segment` uses)."),
+    min_component: float = typer.Option(None, min=0.0, max=0.5, help="Segmenters: drop predicted blobs smaller "
+                                        "than this share of the input image (default: the model's own)."),
 ):
     """Accuracy and macro-F1 with confidence intervals, calibration and figures for a classifier; Dice, IoU and
     HD95 for a segmenter. Raw data is preprocessed exactly as the model's training data was."""
@@ -57,7 +59,7 @@ def evaluate(
                                  batch_size=batch_size, n_boot=bootstrap)
         else:
             _evaluate_segmenter(runner, images01, masks, records, out, context, batch_size=batch_size,
-                                threshold=threshold)
+                                threshold=threshold, min_component=min_component)
     console.print(f"report written to {out / 'report.md'}", highlight=False, soft_wrap=True)
 
 
@@ -102,9 +104,24 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
     bundle = runner.bundle
     if labels is None:
         raise NeuralScanError(f"{context['data']}: the images carry no labels; evaluation needs labelled images")
+    partial_of = bundle.partial_labels
+    is_partial = np.array([r["label"] in partial_of for r in records], dtype=bool)
     labelled = labels >= 0
-    if not labelled.all():
-        warn(f"{int((~labelled).sum())} unlabelled image(s) left out")
+    if not (labelled | is_partial).all():
+        warn(f"{int((~(labelled | is_partial)).sum())} unlabelled image(s) left out")
+    if not labelled.any():
+        raise NeuralScanError(f"{context['data']}: no image is labelled with one of the model's classes "
+                              f"({', '.join(bundle.classes)})")
+    partial = None
+    if is_partial.any():  # e.g. Br35H `tumor`: right when any tumour type is predicted; reported apart
+        from ..data.labels import label_sets
+        from ..evaluation import partial_label_metrics
+
+        p_idx = np.nonzero(is_partial)[0]
+        names = [records[i]["label"] for i in p_idx]
+        p_probs, _ = _predict(runner, images01[p_idx], batch_size)
+        partial = partial_label_metrics(names, label_sets(names, bundle.classes, partial_of), p_probs,
+                                        bundle.classes)
     idx = np.nonzero(labelled)[0]
     images01, y_true = images01[idx], labels[idx]
     records = [records[i] for i in idx]
@@ -116,7 +133,7 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
     context |= {"n_images": len(idx), "seconds": round(seconds, 3), "images_per_second": round(len(idx) / seconds, 1)}
     groups = np.array([str(r["group"]) for r in records])
     metrics = classification_report(out, y_true, probs, bundle.classes, records, groups=groups, n_boot=n_boot,
-                                    context=context)
+                                    context=context, partial=partial)
     _print_classification(metrics, context)
     if explain:
         _write_gradcam(runner, images01, y_true, probs, records, out / "gradcam", explain)
@@ -140,6 +157,9 @@ def _print_classification(m: dict, context: dict) -> None:
         extra = f"tumour-type accuracy {num(m['tumor_type_accuracy'])}   " if "tumor_type_accuracy" in m else ""
         console.print(f"{extra}tumour vs no tumour: sensitivity {num(b['sensitivity'])}, "
                       f"specificity {num(b['specificity'])}", highlight=False, soft_wrap=True)
+    for name, p in (m.get("partial_labels") or {}).items():
+        console.print(f"{name} (= one of {', '.join(p['classes'])}): {p['n']} images, "
+                      f"{num(p['in_set_rate'])} predicted in that set", highlight=False, soft_wrap=True)
     table = Table(title_justify="left")
     table.add_column("class")
     for col in ("sensitivity", "specificity", "precision", "F1", "support"):
@@ -174,9 +194,10 @@ def _write_gradcam(runner, images01, y_true, probs, records, out_dir: Path, n: i
 # ----------------------------------------------------------------------------------------------- segmenter
 
 def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: dict, *, batch_size: int,
-                        threshold: float) -> None:
+                        threshold: float | None, min_component: float | None) -> None:
     from ..errors import NeuralScanError
     from ..evaluation import segmentation_report, segmentation_truth_rows
+    from ..inference.segmentation import postprocess_masks
 
     keep = segmentation_truth_rows([r["has_mask"] for r in records], [r["label"] for r in records])
     if not keep.any():
@@ -190,6 +211,12 @@ def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: di
     records = [records[i] for i in idx]
     probs, seconds = _predict(runner, images01, batch_size)
     context |= {"n_images": len(idx), "seconds": round(seconds, 3), "images_per_second": round(len(idx) / seconds, 1)}
+    # the masks `segment` would write: the model's threshold and small-blob rule unless overridden
+    bundle = runner.bundle
+    threshold = bundle.postprocessing["threshold"] if threshold is None else threshold
+    min_component = bundle.postprocessing["min_component"] if min_component is None else min_component
+    context["min_component"] = min_component
+    probs = postprocess_masks(probs, threshold, bundle.min_component_pixels(min_component)).astype(np.float32)
     m = segmentation_report(out, images01, truth, probs, records, spacing=[r["spacing"] for r in records],
                             threshold=threshold, context=context)
     _print_segmentation(m, context)

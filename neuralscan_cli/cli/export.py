@@ -85,4 +85,8 @@ def _print_report(r) -> None:
         line += f"; INT8 IR {r.int8_path} ({_mb(sizes.get('openvino_int8'))}, {how}, " \
                 f"{(r.calibration or {}).get('n')} calibration images)"
     console.print(line, highlight=False, soft_wrap=True)
+    if r.postprocessing:
+        p = r.postprocessing
+        console.print(f"mask rule: blobs under {p['min_component']:.2%} of the image dropped (best mean Dice on "
+                      f"{p['chosen_on'].get('n')} training images)", highlight=False, soft_wrap=True)
     console.print(f"bundle written to {r.out_dir} in {r.seconds:.1f} s", highlight=False, soft_wrap=True)

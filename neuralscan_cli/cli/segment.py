@@ -21,10 +21,11 @@ def segment(
     model: str = typer.Option("bundled-segmenter", help="A segmentation bundle folder, a model file inside one, "
                               "or 'bundled-segmenter'."),
     engine: str = typer.Option("auto", help="auto, openvino-int8, openvino-fp32 or keras."),
-    threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Probability above which a pixel is tumour."),
+    threshold: float = typer.Option(None, min=0.0, max=1.0, help="Probability above which a pixel is tumour "
+                                    "(default: the model's own, 0.5 unless its model.json says otherwise)."),
     batch_size: int = typer.Option(16, min=1, help="Images per inference batch."),
-    min_component: float = typer.Option(0.0005, min=0.0, max=0.5, help="Drop predicted blobs smaller than this "
-                                        "share of the model's input image."),
+    min_component: float = typer.Option(None, min=0.0, max=0.5, help="Drop predicted blobs smaller than this "
+                                        "share of the model's input image (default: the model's own)."),
 ):
     """Outline the tumour in every scan: a mask (PNG; NIfTI too for NIfTI input, with the scan's affine), an
     overlay PNG, and one row of measurements (area, RANO diameters, centroid, side) per slice."""

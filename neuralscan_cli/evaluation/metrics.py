@@ -180,6 +180,24 @@ def tumor_metrics(y_true, probs, classes: Sequence[str]) -> dict:
     return out
 
 
+def partial_label_metrics(label_names: Sequence[str], sets, probs, classes: Sequence[str]) -> dict:
+    """Per partial label (a label naming a set of classes, e.g. Br35H's untyped `tumor`; see data.labels):
+    n, its classes, in_set_rate (share predicted as one of them: for `tumor`, the tumour detection rate on
+    those images) and how many were predicted as each class."""
+    label_names = np.asarray(label_names, dtype=object)
+    sets, probs = np.asarray(sets), np.asarray(probs)
+    pred = probs.argmax(1)
+    out = {}
+    for name in sorted(set(label_names.tolist())):
+        rows = np.nonzero(label_names == name)[0]
+        members = [classes[k] for k in np.nonzero(sets[rows[0]] > 0)[0]]
+        hits = sets[rows, pred[rows]] > 0
+        counts = np.bincount(pred[rows], minlength=len(classes))
+        out[str(name)] = {"n": int(len(rows)), "classes": members, "in_set_rate": _f(hits.mean()),
+                          "predicted": {c: int(counts[k]) for k, c in enumerate(classes)}}
+    return out
+
+
 def classification_metrics(y_true, probs, classes: Sequence[str], *, groups=None, n_boot: int = 1000,
                            seed: int = 0) -> dict:
     """Every classification metric of the report (see the module notes for conventions)."""
@@ -272,6 +290,21 @@ def _spacing_per_case(spacing, n: int) -> list[tuple[float, float] | None]:
         ok = s is not None and np.all(np.isfinite(np.asarray(s, dtype=float)))
         out.append((float(s[0]), float(s[1])) if ok else None)
     return out
+
+
+def dice_per_image(masks_true, probs, threshold: float = 0.5) -> np.ndarray:
+    """Hard Dice per image: truth > 0 against probability > threshold (a boolean mask works too); an empty
+    truth predicted empty scores 1. The one Dice every command, the training loop and the bench report."""
+    truth = np.asarray(masks_true)
+    truth = truth.reshape(len(truth), -1) > 0
+    pred = np.asarray(probs)
+    pred = (pred.reshape(len(pred), -1) > threshold) if pred.dtype != bool else pred.reshape(len(pred), -1)
+    if truth.shape != pred.shape:
+        raise ValueError(f"masks {truth.shape} and predictions {pred.shape} differ in size")
+    inter = np.logical_and(truth, pred).sum(1).astype(np.float64)
+    total = truth.sum(1) + pred.sum(1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 2 * inter / total, 1.0)
 
 
 def segmentation_per_case(masks_true, probs, spacing=None, threshold: float = 0.5) -> dict:

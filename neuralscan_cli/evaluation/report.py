@@ -105,6 +105,11 @@ def write_report_md(path: str | Path, title: str, metrics: dict, figures: dict[s
         for name, c in metrics["per_class"].items():
             lines.append(f"| {name} | {_num(c['sensitivity'])} | {_num(c['specificity'])} | {_num(c['precision'])} "
                          f"| {_num(c['f1'])} | {c['support']} |")
+        if metrics.get("partial_labels"):
+            lines += ["", "Images whose label names a set of classes (not in the figures above):", "",
+                      "| label | means one of | images | predicted in the set |", "|---|---|---|---|"]
+            for name, p in metrics["partial_labels"].items():
+                lines.append(f"| {name} | {', '.join(p['classes'])} | {p['n']} | {_num(p['in_set_rate'])} |")
     else:
         keys = ["n", "n_tumor", "n_empty", "dice_mean", "dice_median", "dice_mean_tumor", "iou_mean", "hd95_median",
                 "detection_rate", "empty_mask_rate_no_tumor", "false_positive_area_px_mean"]
@@ -127,12 +132,16 @@ def write_report_md(path: str | Path, title: str, metrics: dict, figures: dict[s
 
 
 def classification_report(out_dir: str | Path, y_true, probs, classes: Sequence[str], records: Sequence[dict], *,
-                          groups=None, n_boot: int = 1000, seed: int = 0, context: dict | None = None) -> dict:
-    """Compute the classification metrics and write metrics.json, predictions.csv, the three figures, report.md."""
+                          groups=None, n_boot: int = 1000, seed: int = 0, context: dict | None = None,
+                          partial: dict | None = None) -> dict:
+    """Compute the classification metrics and write metrics.json, predictions.csv, the three figures, report.md.
+    `partial`: `partial_label_metrics` of images with a partial label, reported beside the rest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = list(classes)
     metrics = classification_metrics(y_true, probs, classes, groups=groups, n_boot=n_boot, seed=seed)
+    if partial:
+        metrics["partial_labels"] = partial
     plot_confusion_matrix(metrics["confusion_matrix"], classes, out_dir / CONFUSION_PNG)
     plot_roc_curves(y_true, probs, classes, out_dir / ROC_PNG)
     plot_reliability(y_true, probs, out_dir / RELIABILITY_PNG, ece=metrics["ece"])

@@ -50,6 +50,7 @@ FP32_DIR = Path("openvino") / "fp32"
 INT8_DIR = Path("openvino") / "int8"
 SEG_THRESHOLD = 0.5
 PREDICT_BATCH = 16
+POSTPROCESS_IMAGES = 1000  # training images (a seeded sample) on which a segmenter's mask rule is chosen
 SEED = 0
 
 
@@ -74,6 +75,7 @@ class ExportReport:
     fp32_max_abs_diff: float | None = None  # Keras vs FP32 IR on a few images
     sizes: dict = field(default_factory=dict)  # bytes of model.keras, fp32 and int8 IR (.xml + .bin)
     message: str | None = None  # why INT8 was rejected, one line
+    postprocessing: dict | None = None  # segmenters: the mask rule chosen on training images
     seconds: float = 0.0
 
 
@@ -121,11 +123,12 @@ def _from_cache(path: str | Path, bundle: ModelBundle, split: str | None, *, lim
     labels = masks = None
     if need_truth and bundle.task == "classify":
         index = {c: k for k, c in enumerate(bundle.classes)}
-        unknown = sorted({n for n in names if n and n not in index})
+        unknown = sorted({n for n in names if n and n not in index and n not in bundle.partial_labels})
         if unknown:
             raise NeuralScanError(f"{cache.root}: label(s) {', '.join(unknown)} are not classes of model "
                                   f"{bundle.name} (its classes: {', '.join(bundle.classes)})")
-        keep = np.array([bool(n) for n in names], dtype=bool)  # unlabelled images cannot be checked
+        # unlabelled images cannot be checked; partial labels (a set of classes) are left to `evaluate`
+        keep = np.array([n in index for n in names], dtype=bool)
         idx, names = idx[keep], [n for n, k in zip(names, keep) if k]
         labels = np.array([index[n] for n in names], dtype=np.int64)
     elif need_truth:
@@ -223,13 +226,20 @@ def _predict(compiled, data: _Data) -> np.ndarray:
 
 
 def _dice_per_image(masks: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Dice per image at threshold 0.5; an empty truth predicted empty scores 1 (as evaluation.metrics)."""
-    truth = np.asarray(masks) > 0
-    pred = np.asarray(probs).reshape(truth.shape) > SEG_THRESHOLD
-    inter = np.logical_and(truth, pred).sum((1, 2)).astype(np.float64)
-    total = truth.sum((1, 2)) + pred.sum((1, 2)).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, 2 * inter / total, 1.0)
+    """Dice per image at the export threshold (evaluation.metrics.dice_per_image)."""
+    from ..evaluation.metrics import dice_per_image
+
+    return dice_per_image(masks, probs, SEG_THRESHOLD)
+
+
+def _choose_postprocessing(compiled, cache: Path, bundle: ModelBundle, split: str, on_warning) -> dict:
+    from ..inference.segmentation import choose_min_component
+
+    data = _load(cache, bundle, split, limit=POSTPROCESS_IMAGES, need_truth=True, on_warning=on_warning)
+    best, scores = choose_min_component(_predict(compiled, data), data.masks, SEG_THRESHOLD)
+    return {"threshold": SEG_THRESHOLD, "min_component": best,
+            "chosen_on": {**data.info, "criterion": "mean Dice, an empty truth predicted empty scoring 1",
+                          "mean_dice": {str(k): round(v, 4) for k, v in scores.items()}}}
 
 
 def _metrics(task: str, data: _Data, outputs: np.ndarray, n_classes: int) -> dict:
@@ -424,6 +434,12 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
     files["openvino_fp32"] = FP32_DIR.joinpath("model.xml").as_posix()
     metrics = dict(meta.get("metrics") or {})
     report.metric = "accuracy" if bundle.task == "classify" else "dice_mean"
+
+    if bundle.task == "segment" and train_cache is not None:
+        # the mask rule (smallest blob kept) is chosen on training images, so validation stays a fair test
+        step("choosing the smallest-blob rule on training images")
+        meta["postprocessing"] = _choose_postprocessing(fp32, train_cache, bundle, train_split, on_warning)
+        report.postprocessing = meta["postprocessing"]
 
     if val is not None:
         step(f"scoring the FP32 IR on {len(val)} validation images")

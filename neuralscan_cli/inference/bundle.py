@@ -13,6 +13,7 @@ returns class probabilities (N, C); a segmenter returns tumour probabilities (N,
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,8 @@ BUNDLE_VERSION = 1
 TASKS = ("classify", "segment")
 BUNDLED = {"bundled": "classifier", "bundled-classifier": "classifier", "bundled-segmenter": "segmenter"}
 ENGINES = ("auto", "openvino-int8", "openvino-fp32", "keras")
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_MIN_COMPONENT = 0.0005  # segmenters: predicted blobs smaller than this share of the input are dropped
 
 
 class BundleError(NeuralScanError):
@@ -46,6 +49,24 @@ class ModelBundle:
     @property
     def classes(self) -> list[str]:
         return list(self.meta.get("classes", []))
+
+    @property
+    def postprocessing(self) -> dict:
+        """A segmenter's mask rule: pixels above `threshold`, then blobs smaller than `min_component` (a share
+        of the input image) dropped. model.json's `postprocessing` holds the model's own values; `segment`,
+        `classify --with-segmentation` and `evaluate` apply them unless told otherwise."""
+        p = self.meta.get("postprocessing") or {}
+        return {"threshold": float(p.get("threshold", DEFAULT_THRESHOLD)),
+                "min_component": float(p.get("min_component", DEFAULT_MIN_COMPONENT))}
+
+    def min_component_pixels(self, min_component: float | None = None) -> int:
+        share = self.postprocessing["min_component"] if min_component is None else float(min_component)
+        return int(math.ceil(share * self.size * self.size))
+
+    @property
+    def partial_labels(self) -> dict[str, list[str]]:
+        """Labels the model was trained to read as a set of its classes (data.labels), e.g. tumor -> types."""
+        return {k: list(v) for k, v in (self.meta.get("partial_labels") or {}).items()}
 
     @property
     def size(self) -> int:

@@ -188,9 +188,15 @@ def _class_index(bundle: ModelBundle) -> dict[str, int] | None:
     return {c: k for k, c in enumerate(bundle.classes)} if bundle.task == "classify" else None
 
 
+def _known_labels(bundle: ModelBundle) -> set[str]:
+    """Labels a classifier can be scored on: its classes and its partial labels (a set of classes)."""
+    return set(bundle.classes) | set(bundle.partial_labels)
+
+
 def _unknown_labels_error(unknown: set[str], bundle: ModelBundle) -> NeuralScanError:
+    partial = "".join(f"; '{k}' means one of {', '.join(v)}" for k, v in bundle.partial_labels.items())
     return NeuralScanError(f"label(s) {', '.join(sorted(unknown))} are not classes of model {bundle.name} "
-                           f"(its classes: {', '.join(bundle.classes)})")
+                           f"(its classes: {', '.join(bundle.classes)}{partial})")
 
 
 def load_images_for_bundle(paths_or_source: str | Path | Sequence[str | Path], bundle: ModelBundle, *,
@@ -199,7 +205,8 @@ def load_images_for_bundle(paths_or_source: str | Path | Sequence[str | Path], b
 
     Returns (images01, labels, masks, records):
       images01  float32 (N, S, S) in [0, 1], bit-identical to a cache built with the same parameters
-      labels    for a classifier: int64 class indices in the bundle's order, -1 where unlabelled; None when no
+      labels    for a classifier: int64 class indices in the bundle's order, -1 where unlabelled or where the
+                label is a partial label (its name is in the record); None when no
                 image carries a label or the bundle is a segmenter (label names are in the records)
       masks     uint8 (N, S, S) 0/1, zeros where no mask was given; None when no image has a mask
       records   one dict per image: path, slice, label (name or ''), group, has_mask, spacing ((row, col) mm
@@ -218,7 +225,7 @@ def load_images_for_bundle(paths_or_source: str | Path | Sequence[str | Path], b
         problems += found_problems
     index = _class_index(bundle)
     if index is not None:
-        unknown = {it.label for it in items if it.label is not None and it.label not in index}
+        unknown = {it.label for it in items if it.label is not None and it.label not in _known_labels(bundle)}
         if unknown:
             raise _unknown_labels_error(unknown, bundle)
     cfg = bundle.preprocessing
@@ -246,7 +253,7 @@ def load_images_for_bundle(paths_or_source: str | Path | Sequence[str | Path], b
         imgs, msks, has_mask, _thumbs, metas = res
         for img, msk, has, meta in zip(imgs, msks, has_mask, metas):
             label = item.label or meta.get("file_label") or ""
-            if index is not None and label and label not in index:  # a label carried inside the file
+            if index is not None and label and label not in _known_labels(bundle):  # a label inside the file
                 raise _unknown_labels_error({label}, bundle)
             spacing = None
             if meta.get("spacing"):
@@ -283,8 +290,8 @@ def load_cache_for_bundle(cache, bundle: ModelBundle, split: str | None = "val",
                           on_warning: Callable[[str], None] | None = None):
     """A preprocess cache's images for one split (None: all), as `load_images_for_bundle` returns them.
 
-    A classifier's classes must be the same set as the cache's (order may differ: labels are mapped by name);
-    otherwise NeuralScanError says which differ. A cache preprocessed differently from the bundle is scored
+    Every label of the cache must be one of a classifier's classes or partial labels (order may differ:
+    labels are mapped by name; a cache may hold fewer classes); otherwise NeuralScanError names the others. A cache preprocessed differently from the bundle is scored
     anyway, with a warning through `on_warning`.
     """
     from ..data import DatasetCache
@@ -295,12 +302,8 @@ def load_cache_for_bundle(cache, bundle: ModelBundle, split: str | None = "val",
         raise NeuralScanError(f"{cache.root}: cache images are {cache.size}x{cache.size} but model {bundle.name} "
                               f"takes {bundle.size}x{bundle.size}; preprocess again with --size {bundle.size}")
     index = _class_index(bundle)
-    if index is not None and set(cache.classes) != set(bundle.classes):
-        only_data = sorted(set(cache.classes) - set(bundle.classes))
-        only_model = sorted(set(bundle.classes) - set(cache.classes))
-        raise NeuralScanError(f"classes differ between data and model: only in the data: "
-                              f"{', '.join(only_data) or '-'}; "
-                              f"only in the model: {', '.join(only_model) or '-'}")
+    if index is not None and set(cache.classes) - _known_labels(bundle):
+        raise _unknown_labels_error(set(cache.classes) - _known_labels(bundle), bundle)
     diffs = preprocessing_differences(cache.preprocessing, bundle.preprocessing)
     if diffs and on_warning:
         on_warning(f"the cache was preprocessed differently from model {bundle.name} (cache vs model: "

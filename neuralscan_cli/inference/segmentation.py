@@ -43,7 +43,6 @@ ERROR_FIELDS = ["path", "error"]
 MEASUREMENTS = "measurements.csv"
 ERRORS = "errors.csv"
 RUN_INFO = "segment.json"
-DEFAULT_MIN_COMPONENT = 0.0005  # predicted blobs smaller than this share of the model's input image are dropped
 
 
 @dataclass
@@ -290,6 +289,41 @@ def prepare_scan(path: Path, name: str, config) -> ScanJob:
     return job
 
 
+def check_postprocessing(threshold: float | None, min_component: float | None) -> None:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise NeuralScanError(f"threshold must be between 0 and 1, got {threshold}")
+    if min_component is not None and not 0.0 <= min_component < 1.0:
+        raise NeuralScanError(f"min_component must be a share of the image in [0, 1), got {min_component}")
+
+
+def postprocess_masks(probs: np.ndarray, threshold: float, min_pixels: int) -> np.ndarray:
+    """(N, S, S[, 1]) probabilities -> (N, S, S) bool masks: above threshold, small blobs dropped."""
+    probs = np.asarray(probs)
+    if probs.ndim == 4:
+        probs = probs[..., 0]
+    return np.stack([remove_small_components(p > threshold, min_pixels) for p in probs]) if len(probs) else \
+        np.zeros(probs.shape, bool)
+
+
+MIN_COMPONENT_GRID = (0.0, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.008)
+
+
+def choose_min_component(probs: np.ndarray, masks_true: np.ndarray, threshold: float = 0.5,
+                         grid: Sequence[float] = MIN_COMPONENT_GRID) -> tuple[float, dict[float, float]]:
+    """The smallest-blob rule that maximises mean Dice (an empty truth predicted empty scores 1) on the given
+    images -- meant for the training split, so that validation figures stay untouched by the choice. Ties go
+    to the smaller value. Returns (best share, {share: mean Dice})."""
+    from ..evaluation.metrics import dice_per_image
+
+    size = np.asarray(probs).shape[1]
+    scores = {}
+    for share in grid:
+        pred = postprocess_masks(probs, threshold, int(np.ceil(share * size * size)))
+        scores[float(share)] = float(dice_per_image(masks_true, pred).mean())
+    best = max(scores, key=lambda s: (round(scores[s], 6), -s))
+    return best, scores
+
+
 def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float, min_pixels: int) -> tuple[list, int]:
     """Masks, overlays and measurement rows of one scan. Returns (csv rows, slices with tumour)."""
     from ..io import write_mask_png
@@ -298,7 +332,7 @@ def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float
     multi = len(job.slices) > 1
     rows, masks, n_tumor = [], [], 0
     for s, prob, geom, (pixels, spacing, midline) in zip(job.slices, probs, job.geoms, job.displays):
-        small = remove_small_components(prob[..., 0] > threshold, min_pixels)
+        small = postprocess_masks(prob[None], threshold, min_pixels)[0]
         mask = restore_mask(small, geom).astype(bool)
         sagittal = s.affine is not None and s.extra.get("axis") == 0  # a sagittal slice has no left or right
         m = measure_mask(mask, spacing, None if sagittal else midline)
@@ -322,8 +356,8 @@ def load_segmenter(model: str | Path | ModelBundle, engine: str = "auto"):
 
 
 def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, out_dir: str | Path, *,
-                  engine: str = "auto", threshold: float = 0.5, batch_size: int = 16,
-                  min_component: float = DEFAULT_MIN_COMPONENT, runner=None,
+                  engine: str = "auto", threshold: float | None = None, batch_size: int = 16,
+                  min_component: float | None = None, runner=None,
                   on_total: Callable[[int], None] | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> SegmentSummary:
     """Segment every scan under `paths` into `out_dir` (see the module docstring); resumable.
@@ -334,10 +368,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     is recorded in errors.csv and the summary, and the batch goes on.
     """
     t0 = time.perf_counter()
-    if not 0.0 <= threshold <= 1.0:
-        raise NeuralScanError(f"threshold must be between 0 and 1, got {threshold}")
-    if not 0.0 <= min_component < 1.0:
-        raise NeuralScanError(f"min_component must be a share of the image in [0, 1), got {min_component}")
+    check_postprocessing(threshold, min_component)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NeuralScanError(f"{out_dir}: exists and is not a folder")
@@ -348,6 +379,9 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     else:
         bundle = runner.bundle
     config = bundle.preprocessing
+    # None: the model's own rule (model.json `postprocessing`)
+    threshold = bundle.postprocessing["threshold"] if threshold is None else float(threshold)
+    min_component = bundle.postprocessing["min_component"] if min_component is None else float(min_component)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_run_info(out_dir, {"model": bundle.name, "model_path": str(Path(bundle.root).resolve()),
                               "threshold": float(threshold), "min_component": float(min_component)})
@@ -357,7 +391,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                              n_resumed=len(files) - len(todo), n_ignored=ignored)
     if on_total:
         on_total(len(todo))
-    min_pixels = int(np.ceil(min_component * bundle.size * bundle.size))
+    min_pixels = bundle.min_component_pixels(min_component)
 
     new_file = not (out_dir / MEASUREMENTS).is_file() or (out_dir / MEASUREMENTS).stat().st_size == 0
     err_fh, err_writer = _open_errors(out_dir, {str(f) for f in todo})

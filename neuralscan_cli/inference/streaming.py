@@ -366,7 +366,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
                    out: str | Path = "results.csv", *, engine: str = "auto", fmt: str | None = None,
                    workers: int | None = None, batch_size: int | None = None,
                    with_segmentation: str | Path | None = None, seg_out_dir: str | Path | None = None,
-                   seg_threshold: float = 0.5, overwrite: bool = False, limit: int | None = None, runner=None,
+                   seg_threshold: float | None = None, overwrite: bool = False, limit: int | None = None, runner=None,
                    on_total: Callable[[int], None] | None = None,
                    on_progress: Callable[[int, int, int], None] | None = None) -> ClassifySummary:
     """Classify every slice of every scan under `paths` into `out` (see the module notes); resumable.
@@ -435,10 +435,10 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     del files, done
     min_pixels = 0
     if seg_dir is not None:
-        from .segmentation import DEFAULT_MIN_COMPONENT
-
         seg_dir.mkdir(parents=True, exist_ok=True)
-        min_pixels = int(np.ceil(DEFAULT_MIN_COMPONENT * seg_bundle.size * seg_bundle.size))
+        min_pixels = seg_bundle.min_component_pixels()  # the segmenter's own mask rule
+        if seg_threshold is None:
+            seg_threshold = seg_bundle.postprocessing["threshold"]
 
     cond = threading.Condition()
     counts: Counter = Counter()

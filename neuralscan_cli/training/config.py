@@ -11,7 +11,7 @@ from ..yamlfile import read_yaml_mapping
 
 DEFAULTS: dict = {
     "task": "classify",
-    "data": {"cache": None, "train_split": "train", "val_split": "val"},
+    "data": {"cache": None, "train_split": "train", "val_split": "val", "partial_labels": {}},
     "model": {"name": "attention_cnn", "input_size": 160, "weights": "none", "init_from": None, "options": {}},
     "train": {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "learning_rate": 0.002, "weight_decay": 1e-4,
               "schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1, "class_weights": True,
@@ -31,6 +31,9 @@ CHOICES = {
 }
 
 
+FREE_MAPPINGS = ("options", "partial_labels")  # sections whose keys are the user's, not fixed fields
+
+
 class ConfigError(NeuralScanError):
     pass
 
@@ -40,7 +43,7 @@ def _merge(base: dict, new: dict, where: str = "") -> dict:
     for k, v in (new or {}).items():
         if k not in out:
             raise ConfigError(f"unknown config field '{where}{k}'")
-        if isinstance(out[k], dict) and k != "options":
+        if isinstance(out[k], dict) and k not in FREE_MAPPINGS:
             if not isinstance(v, dict):
                 raise ConfigError(f"config field '{where}{k}' must be a section")
             out[k] = _merge(out[k], v, f"{where}{k}.")
@@ -70,7 +73,7 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"unknown config field '{key}'")
             node = node[p]
         leaf = parts[-1]
-        if leaf not in node and not (len(parts) >= 2 and parts[-2] == "options"):
+        if leaf not in node and not (len(parts) >= 2 and parts[-2] in FREE_MAPPINGS):
             raise ConfigError(f"unknown config field '{key}'")
         node[leaf] = _parse_value(value)
     return cfg
@@ -92,6 +95,11 @@ def validate(cfg: dict) -> dict:
     size = cfg["model"]["input_size"]
     if not isinstance(size, int) or size < 32 or size % 32:
         raise ConfigError(f"model.input_size must be a multiple of 32 (>= 32), got {size!r}")
+    partial = cfg["data"].get("partial_labels") or {}
+    if not isinstance(partial, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(c, str) for c in v) for v in partial.values()):
+        raise ConfigError("data.partial_labels must map a label to a list of class names, "
+                          "e.g. {tumor: [glioma, meningioma, pituitary]}")
     if not cfg["data"]["cache"]:
         raise ConfigError("no dataset cache given (data.cache in the config, or --cache)")
     return cfg

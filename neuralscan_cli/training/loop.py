@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..data.labels import LabelError, check_partial_labels, in_set, label_sets, resolve_targets
 from ..errors import NeuralScanError
 from .accel import acceleration_info, configure_threads, import_tensorflow, set_precision
 from .config import save_config
@@ -92,9 +93,11 @@ class _EpochEnd:
         if self.task == "classify":
             from sklearn.metrics import f1_score
 
+            # val_targets are sets of allowed classes; a partial label's truth is its likeliest member
             pred = probs.argmax(axis=1)
-            return {"val_accuracy": float((pred == self.val_targets).mean()),
-                    "val_macro_f1": float(f1_score(self.val_targets, pred, average="macro"))}
+            truth = resolve_targets(self.val_targets, probs)
+            return {"val_accuracy": float(in_set(self.val_targets, pred).mean()),
+                    "val_macro_f1": float(f1_score(truth, pred, average="macro"))}
         from .losses import dice_scores
 
         d = dice_scores(self.val_targets, probs)
@@ -214,7 +217,17 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     keras.utils.set_random_seed(seed)
 
     cache = DatasetCache.open(cfg["data"]["cache"])
-    classes = cache.classes if task == "classify" else ["tumor"]
+    partial = {}
+    if task == "classify":
+        # a cache label named in data.partial_labels is a set of the model's classes, not a class of its own
+        given = cfg["data"].get("partial_labels") or {}
+        classes = [c for c in cache.classes if c not in given]
+        try:
+            partial = check_partial_labels({k: v for k, v in given.items() if k in cache.classes}, classes)
+        except LabelError as exc:
+            raise TrainError(f"{cache.root}: {exc}") from None
+    else:
+        classes = ["tumor"]
     if task == "classify" and len(classes) < 2:
         raise TrainError(f"{cache.root}: a classifier needs at least two classes (found {len(classes)})")
     tr_idx = _select(cache, cfg["data"]["train_split"], task)
@@ -233,6 +246,10 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
                          f"or set model.input_size={cache.size}")
     x_tr, y_tr = _load_split(cache, tr_idx, task)
     x_va, y_va = _load_split(cache, va_idx, task)
+    if task == "classify":  # cache label indices -> (N, K) sets of allowed classes
+        label_tr, label_va = y_tr, y_va
+        y_tr = label_sets([cache.classes[i] for i in label_tr], classes, partial)
+        y_va = label_sets([cache.classes[i] for i in label_va], classes, partial)
 
     from .pipeline import class_weights, make_dataset, steps_per_epoch
 
@@ -240,7 +257,8 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     size = int(cfg["model"]["input_size"])
     weights = None
     if task == "classify" and t.get("class_weights", True):
-        weights = class_weights(y_tr, len(classes))[y_tr]
+        # inverse frequency of the cache's labels: a partial label weighs as one more class
+        weights = class_weights(label_tr, len(cache.classes))[label_tr]
     bs = int(t["batch_size"])
     train_ds = make_dataset(x_tr, y_tr, task=task, num_classes=len(classes), batch_size=bs, input_size=size,
                             training=True, augment=cfg["augment"], sample_weights=weights, seed=seed)
@@ -290,8 +308,10 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     if start < epochs and not getattr(model, "stop_training", False):
         model.fit(train_ds, epochs=epochs, initial_epoch=start, callbacks=[epoch_end.callback()], verbose=0)
 
-    # the bundle: best weights into an optimizer-free copy of the network
-    best = keras.models.clone_model(model)
+    # the bundle: best weights into an optimizer-free float32 build of the network. Mixed bf16 keeps float32
+    # weights, so they load as they are; the shipped graph then holds no bf16 casts (OpenVINO picks precision)
+    set_precision("fp32")
+    best = _build_model(cfg, len(classes))
     best.load_weights(str(ckpt / "best.weights.h5"))
     best.save(str(run_dir / "model.keras"))
     # weights + the registry architecture load in Keras 2 and 3 alike; a .keras file does not cross versions
@@ -301,7 +321,8 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     ips = [r["train_images_per_second"] for r in hist[1:]] or [r["train_images_per_second"] for r in hist]
     monitor = MONITOR[task]
     best_row = next(r for r in hist if r["epoch"] == state["best_epoch"])
-    metrics = _final_metrics(best, val_ds, val_targets, classes, task)
+    metrics = _final_metrics(best, val_ds, val_targets, classes, task,
+                             [cache.classes[i] for i in label_va] if task == "classify" else None)
     provenance = {
         "data": {"cache": str(Path(cfg["data"]["cache"]).resolve()), "fingerprint": cache.info.get("fingerprint"),
                  "sources": cache.info.get("sources"), "split": cache.info.get("split"),
@@ -319,6 +340,8 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
                            architecture_options=cfg["model"].get("options") or {},
                            training={"config": cfg, **provenance})
     meta["files"] = {"keras": "model.keras", "keras_weights": "model.weights.h5"}
+    if partial:
+        meta["partial_labels"] = partial
     meta["metrics"] = {"val": metrics}
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2, default=str))
     return TrainResult(run_dir, int(state["best_epoch"]), float(state["best_score"]), monitor, int(state["epoch"]),
@@ -364,24 +387,28 @@ def _compile(model, cfg: dict, total_steps: int, warmup_unit: int, task: str, lr
     else:
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
     if task == "classify":
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(t.get("label_smoothing") or 0.0))
-        model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
+        from .losses import SetCrossEntropy, set_accuracy
+
+        # = categorical cross-entropy with label smoothing on one-class targets; also takes partial labels
+        loss = SetCrossEntropy(label_smoothing=float(t.get("label_smoothing") or 0.0))
+        model.compile(optimizer=opt, loss=loss, metrics=[set_accuracy])
     else:
         from .losses import LOSSES
 
         model.compile(optimizer=opt, loss=LOSSES[t.get("loss", "dice_bce")])
 
 
-def _final_metrics(model, val_ds, val_targets, classes, task) -> dict:
+def _final_metrics(model, val_ds, val_targets, classes, task, val_names=None) -> dict:
     probs = model.predict(val_ds, verbose=0)
     if task == "classify":
-        try:
-            from ..evaluation import classification_metrics
+        from ..evaluation import classification_metrics, partial_label_metrics
 
-            return classification_metrics(val_targets, probs, classes)
-        except ImportError:
-            pred = probs.argmax(1)
-            return {"n": int(len(pred)), "accuracy": float((pred == val_targets).mean())}
+        single = val_targets.sum(1) == 1  # images of one class; partial labels are reported apart
+        metrics = classification_metrics(val_targets[single].argmax(1), probs[single], classes)
+        if (~single).any():
+            metrics["partial_labels"] = partial_label_metrics(np.asarray(val_names)[~single], val_targets[~single],
+                                                              probs[~single], classes)
+        return metrics
     from .losses import dice_scores
 
     d = dice_scores(val_targets, probs)

@@ -1,4 +1,4 @@
-"""Segmentation losses, registered so that a `.keras` checkpoint holding them reloads (for --resume).
+"""Training losses, registered so that a `.keras` checkpoint holding them reloads (for --resume).
 
 Written with TensorFlow ops: inside a loss function both Keras 2.15 and Keras 3 (TensorFlow backend) hand
 over plain tensors, so one definition serves both.
@@ -42,12 +42,41 @@ def focal_tversky_loss(y_true, y_pred, alpha=0.7, gamma=0.75):
 LOSSES = {"dice_bce": dice_bce_loss, "focal_tversky": focal_tversky_loss}
 
 
+@keras.saving.register_keras_serializable(package="neuralscan")
+class SetCrossEntropy(keras.losses.Loss):
+    """Cross-entropy against a set of allowed classes: -(1 - e) log(sum of p over the set) - e mean_k log p_k.
+
+    y_true is (N, K) with 1 on the allowed classes. For a one-hot row this is exactly categorical
+    cross-entropy with label smoothing e; for a partial label (several ones, see data.labels) the model may
+    spread the set's probability over its members as it finds best.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "set_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(y_true, tf.float32)
+        p = tf.clip_by_value(tf.cast(y_pred, tf.float32), 1e-7, 1.0)
+        in_set = tf.clip_by_value(tf.reduce_sum(y_true * p, axis=-1), 1e-7, 1.0)
+        loss = -tf.math.log(in_set)
+        if self.label_smoothing:
+            loss = (1.0 - self.label_smoothing) * loss - self.label_smoothing * tf.reduce_mean(tf.math.log(p), axis=-1)
+        return loss
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 def dice_scores(masks_true, probs, threshold: float = 0.5):
     """Hard Dice per image (numpy), 1 where truth and prediction are both empty."""
-    import numpy as np
+    from ..evaluation.metrics import dice_per_image
 
-    t = np.asarray(masks_true).reshape(len(masks_true), -1) > 0
-    p = np.asarray(probs).reshape(len(probs), -1) > threshold
-    inter = (t & p).sum(1)
-    denom = t.sum(1) + p.sum(1)
-    return np.where(denom == 0, 1.0, 2.0 * inter / np.maximum(denom, 1))
+    return dice_per_image(masks_true, probs, threshold)
+
+
+@keras.saving.register_keras_serializable(package="neuralscan")
+def set_accuracy(y_true, y_pred):
+    """1 where the predicted class is one of the allowed classes of y_true (plain accuracy for one-hot rows)."""
+    hit = tf.one_hot(tf.argmax(y_pred, axis=-1), tf.shape(y_pred)[-1]) * tf.cast(y_true, tf.float32)
+    return tf.reduce_sum(hit, axis=-1)

@@ -57,8 +57,8 @@ def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_c
                  seed: int = 42):
     """A batched, prefetched tf.data pipeline.
 
-    images_u8: (N, S, S) uint8 from the cache; targets: class indices (classify) or (N, S, S) 0/1 masks
-    (segment). Yields (x float32 (B, s, s, 1) in [0, 1], y[, w]) with s = input_size.
+    images_u8: (N, S, S) uint8 from the cache; targets: class indices or (N, K) 0/1 sets of allowed classes
+    (classify), or (N, S, S) 0/1 masks (segment). Yields (x float32 (B, s, s, 1) in [0, 1], y[, w]) with s = input_size.
     """
     import tensorflow as tf
 
@@ -93,6 +93,8 @@ def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_c
         x = tf.cast(x, tf.float32)[..., None] / 255.0
         if task == "segment":
             y = tf.cast(y, tf.float32)[..., None]
+        elif len(y.shape) == 2:  # (B, K) sets of allowed classes (data.labels), used as they are
+            y = tf.cast(y, tf.float32)
         else:
             y = tf.one_hot(tf.cast(y, tf.int32), num_classes)
         if training and aug:

@@ -286,3 +286,37 @@ def test_resume_refuses_a_foreign_file_without_touching_it(tmp_path):
     with pytest.raises(NeuralScanError):
         _read_done(path)
     assert path.read_text() == "a,b\n1,2"
+
+
+def test_the_model_json_mask_rule_applies_unless_overridden(bundle, tmp_path):
+    """model.json `postprocessing` sets the smallest blob kept; --min-component overrides it."""
+    import shutil
+
+    strict = tmp_path / "strict-seg"
+    shutil.copytree(bundle, strict)
+    meta = json.loads((strict / "model.json").read_text())
+    meta["postprocessing"] = {"threshold": 0.5, "min_component": 0.2}  # the ~6% blob is below 20% of the image
+    (strict / "model.json").write_text(json.dumps(meta))
+    save_png(tmp_path / "in" / "blob.png", head_image(256, 110, (100, 70), 20))
+
+    r = run(strict, tmp_path / "in", "--out", tmp_path / "own")
+    assert r.exit_code == 0, r.output
+    assert rows_of(tmp_path / "own")[0]["tumor_present"] == "false"
+    r = run(strict, tmp_path / "in", "--out", tmp_path / "override", "--min-component", "0.001")
+    assert r.exit_code == 0, r.output
+    assert rows_of(tmp_path / "override")[0]["tumor_present"] == "true"
+
+
+def test_choose_min_component_drops_specks_that_cost_dice():
+    from neuralscan_cli.inference.segmentation import choose_min_component
+
+    probs = np.zeros((3, 64, 64), np.float32)
+    truth = np.zeros((3, 64, 64), np.uint8)
+    probs[0, 10:30, 10:30] = truth[0, 10:30, 10:30] = 1  # a 400 px tumour, found
+    probs[1, 40:43, 40:43] = 1  # a 9 px speck on a healthy scan
+    probs[2, 5:9, 5:9] = 1      # a 16 px speck on a healthy scan
+    best, scores = choose_min_component(probs, truth, grid=(0.0, 0.001, 0.005, 0.2))
+    assert scores[0.0] == pytest.approx(1 / 3)   # both healthy scans score 0
+    assert scores[0.005] == pytest.approx(1.0)   # 21 px minimum: specks gone, tumour kept
+    assert scores[0.2] == pytest.approx(2 / 3)   # 820 px minimum: the tumour is dropped too
+    assert best == 0.005

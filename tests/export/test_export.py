@@ -221,3 +221,22 @@ def test_segmenter_export_checks_dice(work, tmp_path):
     assert meta["export"]["accuracy_check"]["metric"] == "dice_mean"
     assert set(meta["metrics"]["val_int8"]) == {"n", "dice_mean", "threshold"}
     assert meta["metrics"]["val_int8"]["n"] == meta["export"]["validation"]["n"] > 0
+
+
+def test_segmenter_export_chooses_the_mask_rule_on_training_images(work, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((SIZE, SIZE, 1))
+    model = keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp))
+    root = _write_bundle(tmp_path / "tiny-seg", model, "segment", ["tumor"], openvino=False)
+    meta = json.loads((root / "model.json").read_text())
+    meta["training"] = {"data": {"cache": str(work["cache"].resolve()), "train_split": "train", "val_split": "val"}}
+    (root / "model.json").write_text(json.dumps(meta))
+    r = cli.invoke(app, ["export", str(root), "--out", str(tmp_path / "seg")])
+    assert r.exit_code == 0, r.output
+    post = load_bundle(tmp_path / "seg").postprocessing
+    chosen = load_bundle(tmp_path / "seg").meta["postprocessing"]
+    assert chosen["chosen_on"]["split"] == "train" and chosen["chosen_on"]["n"] > 0
+    scores = {float(k): v for k, v in chosen["chosen_on"]["mean_dice"].items()}
+    assert post["min_component"] in scores and scores[post["min_component"]] == max(scores.values())
