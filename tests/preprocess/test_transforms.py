@@ -244,3 +244,19 @@ def test_config_round_trip():
     d = cfg.to_dict()
     assert PreprocessConfig.from_dict(d) == cfg
     assert PreprocessConfig.from_dict({**d, "unknown_key": 1}) == cfg  # older/newer caches still load
+
+
+@pytest.mark.parametrize("dtype,low,high", [(np.uint8, 0, 256), (np.uint16, 0, 4096), (np.int16, -1024, 3000),
+                                            (np.float32, 0, 256)])
+def test_histogram_percentiles_equal_numpy_to_the_bit(dtype, low, high):
+    """Whole-number images take the histogram route; the clip points must be exactly numpy's."""
+    from neuralscan_cli.preprocess.transforms import _integer_percentiles
+
+    rng = np.random.default_rng(3)
+    for shape in [(256, 256), (37, 41), (5, 1)]:
+        img = rng.integers(low, high, shape).astype(dtype)
+        ref = np.percentile(img.astype(np.float32), [0.5, 99.5])
+        got = _integer_percentiles(np.rint(img).astype(np.int64), (0.5, 99.5))
+        assert got == [float(ref[0]), float(ref[1])]
+        fractional = img.astype(np.float32) + 0.25  # not whole numbers: numpy's own route
+        assert np.array_equal(normalize_intensity(fractional), normalize_intensity(fractional.astype(np.float64)))
