@@ -133,7 +133,7 @@ def test_training_with_a_partial_label_gives_a_four_class_bundle_that_evaluate_r
 
 
 def test_without_partial_labels_the_untyped_label_is_a_class_of_its_own(mixed_cache, tmp_path):
-    result = train(_cfg(mixed_cache, tmp_path / "run", "train.epochs=1"))
+    result = train(_cfg(mixed_cache, tmp_path / "run", "train.epochs=1", "data.partial_labels={}"))
     assert "tumor" in json.loads((result.run_dir / "model.json").read_text())["classes"]
 
 
