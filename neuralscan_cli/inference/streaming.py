@@ -533,16 +533,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
             emit(pending.popleft())
 
     output.open({str(e.path) for e in entries})
-    use_processes = (len(entries) >= PROCESS_DECODE_MIN_FILES and workers > 1) if decode_processes is None \
-        else bool(decode_processes)
-    if use_processes:
-        import multiprocessing
-
-        # spawn, not fork: this process holds OpenVINO / TensorFlow threads
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        chunk, summary.decode = PROCESS_CHUNK, "processes"
-    else:
-        pool, chunk = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode"), 1
+    pool, chunk, summary.decode = _decode_pool(len(entries), workers, decode_processes)
     seg_config = seg_bundle.preprocessing if seg_bundle is not None else None
     try:
         for entry in _decoded(entries, pool, workers * AHEAD_PER_WORKER, bundle.preprocessing, seg_config, chunk):
@@ -577,3 +568,37 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         summary.n_tumor = sum(n for c, n in counts.items() if c != NO_TUMOR) if no_tumor_known else 0
         summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _decode_pool(n_files: int, workers: int, decode_processes: bool | None):
+    """(pool, files per task, "threads" | "processes") for decoding `n_files` files."""
+    use_processes = (n_files >= PROCESS_DECODE_MIN_FILES and workers > 1) if decode_processes is None \
+        else bool(decode_processes)
+    if use_processes:
+        import multiprocessing
+
+        # spawn, not fork: this process holds OpenVINO / TensorFlow threads
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        return pool, PROCESS_CHUNK, "processes"
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode"), 1, "threads"
+
+
+def decode_only(paths: Sequence[str | Path], config, *, workers: int | None = None,
+                decode_processes: bool | None = None) -> tuple[int, float, str]:
+    """Find, read and preprocess every scan as `classify_paths` does, without a model: (slices, seconds,
+    decode mode). The ceiling that decoding alone puts on end-to-end scoring (bench)."""
+    from .segmentation import find_scans
+
+    t0 = time.perf_counter()
+    files, _root, _ignored = find_scans(paths)
+    workers = int(workers or min(4, os.cpu_count() or 1))
+    entries = [_File(f, "") for f in files]
+    pool, chunk, mode = _decode_pool(len(entries), workers, decode_processes)
+    n = 0
+    try:
+        for entry in _decoded(entries, pool, workers * AHEAD_PER_WORKER, config, None, chunk):
+            n += len(entry.slices)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return n, time.perf_counter() - t0, mode
+

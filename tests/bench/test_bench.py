@@ -186,6 +186,8 @@ def test_bench_quick_end_to_end(tmp_path):
     assert "dice_with_tf_mean" in inf[("segmenter", "ov_int8")]["agreement"]
     cls = {r["engine"]: r for r in res["classify"]["rows"]}
     assert set(cls) == {"keras", "openvino-fp32", "openvino-int8"} and all(r["available"] for r in cls.values())
+    decode = res["classify"]["decode_only"]  # the same scans decoded without a model: the pipeline's ceiling
+    assert decode["images"] == cls["openvino-int8"]["images"] and decode["images_per_second"] > 0
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| variant |" in (out / "bench.md").read_text()
     assert "Training" in proc.stdout and "Inference" in proc.stdout
