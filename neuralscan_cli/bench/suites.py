@@ -890,14 +890,13 @@ def classify_suite(subject: Subject, folder, *, settings: Settings, workdir: Pat
                 row["accuracy"] = float(np.mean([t == p for t, p in scored]))
                 row["accuracy_n"] = len(scored)
         rows.append(row)
-    n_dec, _s, mode = decoded["result"]
+    n_dec, _s = decoded["result"]
     sm = summarize(times["decode_only"])
-    decode_row = {"images": n_dec, "seconds": sm, "decode": mode,
+    decode_row = {"images": n_dec, "seconds": sm,
                   "images_per_second": n_dec / sm["median"] if sm["median"] else None}
     return {"available": True, "folder": str(folder.resolve()), "model": bundle.name, "repeats": settings.repeats,
             "images_source": source,
-            "method": "classify_paths (find, decode and preprocess on worker threads, or processes from 256 files, "
-                      "infer, write CSV) over the whole folder, engines and a decode-only pass in rotating order "
+            "method": "classify_paths (find, decode and preprocess on worker threads, infer, write CSV) over the whole folder, engines and a decode-only pass in rotating order "
                       "after one warm-up run each; model load/compile time excluded (model_load_seconds)",
             "rows": rows, "decode_only": decode_row}
 
@@ -1182,7 +1181,7 @@ def table_rows(results: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
                          _f(r.get("agreement_with_keras")), _f(r.get("accuracy"))])
         d = k.get("decode_only")
         if d:  # the ceiling decoding puts on every engine
-            body.append([f"decode + preprocess only ({d['decode']})", str(d["images"]),
+            body.append(["decode + preprocess only", str(d["images"]),
                          f"{d['seconds']['median']:.3f}", _f(d["images_per_second"], ".1f"), "", "", ""])
         tables["classify"] = (head, body)
     return tables

@@ -25,7 +25,7 @@ def classify(
     engine: str = typer.Option("auto", help="auto (fastest the bundle holds), openvino-int8, openvino-fp32 or "
                                "keras."),
     fmt: str = typer.Option(None, "--format", help="csv or jsonl (default: from the --out suffix)."),
-    workers: int = typer.Option(None, min=1, help="Decode workers (default: CPU count, at most 4; processes from 256 files, threads below)."),
+    workers: int = typer.Option(None, min=1, help="Decode threads (default: CPU count, at most 4)."),
     batch_size: int = typer.Option(None, min=1, help="Images per inference request (default: 4 for OpenVINO, "
                                    "32 for Keras)."),
     with_segmentation: bool = typer.Option(False, "--with-segmentation", help="Also outline the tumour: adds the "
@@ -112,7 +112,7 @@ def _print_summary(s) -> None:
         rows.append(("non-scan files ignored", s.n_ignored))
     print_counts(f"Classification with {s.model} ({s.engine})", rows)
     rate = f", {s.images_per_second:.0f} images/s" if s.n_slices and s.seconds > 0 else ""
-    console.print(f"{s.seconds:.1f} s{rate} ({s.workers} decode {s.decode}, {s.infer_requests} infer request(s) of "
+    console.print(f"{s.seconds:.1f} s{rate} ({s.workers} decode threads, {s.infer_requests} infer request(s) of "
                   f"{s.batch_size}); results in {s.out}", highlight=False, soft_wrap=True)
     if s.errors:
         print_problems(f"[yellow]{s.n_failed} file(s) failed[/] (all listed in {s.errors_path}):", s.errors,

@@ -41,6 +41,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..data.labels import in_set, label_sets
 from ..errors import NeuralScanError
 from ..inference.bundle import ModelBundle, load_bundle
 
@@ -86,9 +87,10 @@ class _Data:
     """Images as the cache stores them (uint8 0..255 = [0, 1]), with labels (classifier) or masks (segmenter)."""
 
     images: np.ndarray  # uint8 (N, S, S)
-    labels: np.ndarray | None  # int64 class indices in the bundle's order
+    labels: np.ndarray | None  # int64 class indices in the bundle's order, -1 for a partial label
     masks: np.ndarray | None  # uint8 (N, S, S) 0/1
     info: dict  # source, kind, split, n
+    sets: np.ndarray | None = None  # classifiers: (N, K) 1 on each image's allowed classes (data.labels)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -127,17 +129,19 @@ def _from_cache(path: str | Path, bundle: ModelBundle, split: str | None, *, lim
         if unknown:
             raise NeuralScanError(f"{cache.root}: label(s) {', '.join(unknown)} are not classes of model "
                                   f"{bundle.name} (its classes: {', '.join(bundle.classes)})")
-        # unlabelled images cannot be checked; partial labels (a set of classes) are left to `evaluate`
-        keep = np.array([n in index for n in names], dtype=bool)
+        # unlabelled images cannot be checked; a partial label is right when the call is in its set
+        keep = np.array([n in index or n in bundle.partial_labels for n in names], dtype=bool)
         idx, names = idx[keep], [n for n, k in zip(names, keep) if k]
-        labels = np.array([index[n] for n in names], dtype=np.int64)
+        labels = np.array([index.get(n, -1) for n in names], dtype=np.int64)
     elif need_truth:
         keep = segmentation_truth_rows(cache.has_mask[idx], names)  # masks, and no_tumor images (empty truth)
         idx = idx[keep]
     pick = _sample(len(idx), limit)
     idx = idx[pick]
+    sets = None
     if labels is not None:
         labels = labels[pick]
+        sets = label_sets([names[i] for i in pick], bundle.classes, bundle.partial_labels)
     if len(idx) == 0:
         what = "labelled images" if bundle.task == "classify" else "images with a mask or the label no_tumor"
         raise NeuralScanError(f"{cache.root}: no {what} in split '{split or 'all'}'" if need_truth
@@ -147,7 +151,7 @@ def _from_cache(path: str | Path, bundle: ModelBundle, split: str | None, *, lim
         cm = cache.masks
         masks = np.asarray(cm[idx], dtype=np.uint8) if cm is not None else np.zeros(images.shape, np.uint8)
     return _Data(images, labels, masks, {"source": str(cache.root), "kind": "cache", "split": split or "all",
-                                         "n": int(len(idx))})
+                                         "n": int(len(idx))}, sets)
 
 
 def _from_raw(path: str | Path, bundle: ModelBundle, *, limit: int | None, need_truth: bool,
@@ -163,7 +167,7 @@ def _from_raw(path: str | Path, bundle: ModelBundle, *, limit: int | None, need_
     if need_truth and bundle.task == "classify":
         if labels is None:
             raise NeuralScanError(f"{path}: the images carry no labels; the accuracy check needs labelled images")
-        keep = labels >= 0
+        keep = (labels >= 0) | np.array([r["label"] in bundle.partial_labels for r in records], dtype=bool)
     elif need_truth:
         keep = segmentation_truth_rows([r["has_mask"] for r in records], [r["label"] for r in records])
     idx = np.nonzero(keep)[0]
@@ -172,11 +176,13 @@ def _from_raw(path: str | Path, bundle: ModelBundle, *, limit: int | None, need_
         raise NeuralScanError(f"{path}: no usable images" + (f" ({problems[0]})" if problems else ""))
     images = np.rint(images01[idx] * 255.0).astype(np.uint8)  # exact: they were cache-style uint8 / 255
     lab = labels[idx] if need_truth and labels is not None and bundle.task == "classify" else None
+    sets = None if lab is None else label_sets([records[i]["label"] for i in idx], bundle.classes,
+                                                bundle.partial_labels)
     msk = None
     if need_truth and bundle.task == "segment":
         msk = masks[idx] if masks is not None else np.zeros(images.shape, np.uint8)
     return _Data(images, lab, msk, {"source": str(Path(path).resolve()), "kind": "raw", "split": "all",
-                                    "n": int(len(idx))})
+                                    "n": int(len(idx))}, sets)
 
 
 def _load(path: str | Path, bundle: ModelBundle, split: str | None, *, limit: int | None, need_truth: bool,
@@ -246,9 +252,13 @@ def _metrics(task: str, data: _Data, outputs: np.ndarray, n_classes: int) -> dic
     from ..evaluation import accuracy, macro_f1
 
     if task == "classify":
+        # accuracy: the call is one of the image's allowed classes (its class, or a partial label's set);
+        # macro-F1 over the images of one class
         pred = outputs.argmax(1)
-        return {"n": int(len(pred)), "accuracy": float(accuracy(data.labels, pred)),
-                "macro_f1": float(macro_f1(data.labels, pred, n_classes))}
+        single = data.labels >= 0
+        m = {"n": int(len(pred)), "accuracy": float(in_set(data.sets, pred).mean()),
+             "macro_f1": float(macro_f1(data.labels[single], pred[single], n_classes))}
+        return m | ({"n_partial": int((~single).sum())} if not single.all() else {})
     return {"n": int(len(outputs)), "dice_mean": float(_dice_per_image(data.masks, outputs).mean()),
             "threshold": SEG_THRESHOLD}
 
@@ -269,7 +279,7 @@ class _Items:
             if not self.with_truth:
                 yield x
             else:
-                yield x, (d.labels[i] if d.labels is not None else d.masks[i])
+                yield x, (d.sets[i] if d.sets is not None else d.masks[i])
 
 
 def _validation_fn(task: str):
@@ -278,8 +288,8 @@ def _validation_fn(task: str):
         scores = []
         for x, truth in items:
             out = np.asarray(compiled_model(x)[0])
-            if task == "classify":
-                scores.append(float(out[0].argmax() == truth))
+            if task == "classify":  # truth: the allowed classes
+                scores.append(float(truth[out[0].argmax()] > 0))
             else:
                 scores.append(float(_dice_per_image(truth[None], out)[0]))
         return float(np.mean(scores)) if scores else 0.0

@@ -36,7 +36,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -51,9 +51,7 @@ NO_TUMOR = "no_tumor"
 OPENVINO_BATCH = 4  # images per infer request (see `classify_paths`)
 KERAS_BATCH = 32
 MAX_PENDING_FILES = 64  # files decoded and submitted but not yet written
-AHEAD_PER_WORKER = 4  # files (threads) or chunks of files (processes) decoded ahead of inference, per worker
-PROCESS_DECODE_MIN_FILES = 256  # from this many files, decode in processes (no GIL; start-up ~1 s each)
-PROCESS_CHUNK = 8  # files per task sent to a decode process (one pickle round trip each)
+AHEAD_PER_WORKER = 4  # files decoded ahead of inference, per decode thread
 
 
 @dataclass
@@ -75,7 +73,6 @@ class ClassifySummary:
     batch_size: int = 0
     infer_requests: int = 0
     workers: int = 0
-    decode: str = "threads"  # "threads" or "processes"
 
     @property
     def n_failed(self) -> int:
@@ -304,25 +301,20 @@ def _decode(entry: _File, config, seg_config) -> _File:
     return entry
 
 
-def _decode_chunk(entries: list[_File], config, seg_config) -> list[_File]:
-    return [_decode(e, config, seg_config) for e in entries]
-
-
-def _decoded(entries: Sequence[_File], pool, ahead: int, config, seg_config, chunk: int = 1) -> Iterator[_File]:
-    """Decoded files in input order, at most `ahead` tasks of `chunk` files in progress at once. With a
-    process pool the files come back as copies: use what this yields, not `entries`."""
-    chunks = iter([list(entries[i:i + chunk]) for i in range(0, len(entries), chunk)])
+def _decoded(entries: Sequence[_File], pool: ThreadPoolExecutor, ahead: int, config, seg_config) -> Iterator[_File]:
+    """Decoded files in input order, at most `ahead` in progress at once."""
+    todo = iter(entries)
     futures: deque = deque()
-    for c in chunks:
-        futures.append(pool.submit(_decode_chunk, c, config, seg_config))
+    for e in todo:
+        futures.append(pool.submit(_decode, e, config, seg_config))
         if len(futures) >= ahead:
             break
     while futures:
         done = futures.popleft().result()
-        nxt = next(chunks, None)
+        nxt = next(todo, None)
         if nxt is not None:
-            futures.append(pool.submit(_decode_chunk, nxt, config, seg_config))
-        yield from done
+            futures.append(pool.submit(_decode, nxt, config, seg_config))
+        yield done
 
 
 # ------------------------------------------------------------------------------------------- inference
@@ -376,15 +368,13 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
                    with_segmentation: str | Path | None = None, seg_out_dir: str | Path | None = None,
                    seg_threshold: float | None = None, overwrite: bool = False, limit: int | None = None, runner=None,
                    on_total: Callable[[int], None] | None = None,
-                   on_progress: Callable[[int, int, int], None] | None = None,
-                   decode_processes: bool | None = None) -> ClassifySummary:
+                   on_progress: Callable[[int, int, int], None] | None = None) -> ClassifySummary:
     """Classify every slice of every scan under `paths` into `out` (see the module notes); resumable.
 
     fmt        "csv" or "jsonl" (default: from the suffix of `out`)
-    workers    decode workers (default: the CPU count, at most 4): threads for small runs, processes from
-               PROCESS_DECODE_MIN_FILES files on (decoding is mostly Python and numpy calls that hold the
-               GIL; on 2 busy cores processes decoded figshare PNGs ~1.4x faster than threads)
-    decode_processes  force processes (True) or threads (False); None chooses as above
+    workers    decode threads (default: the CPU count, at most 4). Decode processes were tried: alone they
+               decoded ~1.4x faster, but end to end on 2 cores (where decoding and the network share the
+               CPU) they scored no faster (INT8, 2,400 figshare PNGs: 324/356 vs 319/370 img/s), so threads
     batch_size images per inference request (default: 4 for OpenVINO, 32 for Keras). With the THROUGHPUT
                hint the plugin runs one request per CPU stream; a few images per request amortise the
                per-request overhead (on a tiny 64 px network, 2 streams: ~5.9k img/s at batch 1, ~13k at 4,
@@ -533,10 +523,10 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
             emit(pending.popleft())
 
     output.open({str(e.path) for e in entries})
-    pool, chunk, summary.decode = _decode_pool(len(entries), workers, decode_processes)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     seg_config = seg_bundle.preprocessing if seg_bundle is not None else None
     try:
-        for entry in _decoded(entries, pool, workers * AHEAD_PER_WORKER, bundle.preprocessing, seg_config, chunk):
+        for entry in _decoded(entries, pool, workers * AHEAD_PER_WORKER, bundle.preprocessing, seg_config):
             if entry.error is None:
                 if entry.images.shape[1:] != (size, size):
                     entry.error = f"{entry.path}: preprocessed to {entry.images.shape[1:]}, not {size}x{size}"
@@ -570,35 +560,22 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     return summary
 
 
-def _decode_pool(n_files: int, workers: int, decode_processes: bool | None):
-    """(pool, files per task, "threads" | "processes") for decoding `n_files` files."""
-    use_processes = (n_files >= PROCESS_DECODE_MIN_FILES and workers > 1) if decode_processes is None \
-        else bool(decode_processes)
-    if use_processes:
-        import multiprocessing
 
-        # spawn, not fork: this process holds OpenVINO / TensorFlow threads
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        return pool, PROCESS_CHUNK, "processes"
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode"), 1, "threads"
-
-
-def decode_only(paths: Sequence[str | Path], config, *, workers: int | None = None,
-                decode_processes: bool | None = None) -> tuple[int, float, str]:
-    """Find, read and preprocess every scan as `classify_paths` does, without a model: (slices, seconds,
-    decode mode). The ceiling that decoding alone puts on end-to-end scoring (bench)."""
+def decode_only(paths: Sequence[str | Path], config, *, workers: int | None = None) -> tuple[int, float]:
+    """Find, read and preprocess every scan as `classify_paths` does, without a model: (slices, seconds).
+    The ceiling that decoding alone puts on end-to-end scoring (bench)."""
     from .segmentation import find_scans
 
     t0 = time.perf_counter()
     files, _root, _ignored = find_scans(paths)
     workers = int(workers or min(4, os.cpu_count() or 1))
     entries = [_File(f, "") for f in files]
-    pool, chunk, mode = _decode_pool(len(entries), workers, decode_processes)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     n = 0
     try:
-        for entry in _decoded(entries, pool, workers * AHEAD_PER_WORKER, config, None, chunk):
+        for entry in _decoded(entries, pool, workers * AHEAD_PER_WORKER, config, None):
             n += len(entry.slices)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return n, time.perf_counter() - t0, mode
+    return n, time.perf_counter() - t0
 

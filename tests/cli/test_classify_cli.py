@@ -278,15 +278,3 @@ def test_resume_never_edits_a_foreign_file(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert out.read_text() == "name,score\nalice,1\nbob,2"
 
-
-def test_decoding_in_processes_gives_the_same_rows_and_errors_as_threads(work, tmp_path):
-    from neuralscan_cli.inference.streaming import classify_paths
-
-    outputs = {}
-    for processes in (False, True):
-        out = tmp_path / f"processes-{processes}.csv"
-        s = classify_paths([work["scans"]], work["exported"], out, workers=2, decode_processes=processes)
-        assert s.decode == ("processes" if processes else "threads")
-        assert sorted(Path(e.split(":")[0]).name for e in s.errors) == sorted(Path(b).name for b in work["bad"])
-        outputs[processes] = sorted((r["path"], r["label"], r["confidence"]) for r in _rows(out))
-    assert outputs[True] == outputs[False] and len(outputs[True]) == len(work["good"])
