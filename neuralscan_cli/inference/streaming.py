@@ -374,7 +374,8 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     fmt        "csv" or "jsonl" (default: from the suffix of `out`)
     workers    decode threads (default: the CPU count, at most 4). Decode processes were tried: alone they
                decoded ~1.4x faster, but end to end on 2 cores (where decoding and the network share the
-               CPU) they scored no faster (INT8, 2,400 figshare PNGs: 324/356 vs 319/370 img/s), so threads
+               CPU) they scored no faster (INT8, 2,400 figshare PNGs: 324/356 vs 319/370 img/s), so it
+               stays with threads, which need no `if __name__ == "__main__"` guard in a caller's script
     batch_size images per inference request (default: 4 for OpenVINO, 32 for Keras). With the THROUGHPUT
                hint the plugin runs one request per CPU stream; a few images per request amortise the
                per-request overhead (on a tiny 64 px network, 2 streams: ~5.9k img/s at batch 1, ~13k at 4,
@@ -558,7 +559,6 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         summary.n_tumor = sum(n for c, n in counts.items() if c != NO_TUMOR) if no_tumor_known else 0
         summary.seconds = time.perf_counter() - t0
     return summary
-
 
 
 def decode_only(paths: Sequence[str | Path], config, *, workers: int | None = None) -> tuple[int, float]:
