@@ -41,6 +41,19 @@ def _write_bundle(root: Path, model, task: str, classes: list[str], openvino: bo
     return root
 
 
+def write_four_class_manifest(path: Path) -> Path:
+    """The samples' manifest without its 'tumor' rows (not a class of the 4-class model), paths made absolute."""
+    rows = list(csv.DictReader(open(SAMPLES)))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            if r["label"] in CLASSES:
+                w.writerow(r | {"image": str(SAMPLES.parent / r["image"]),
+                                "mask": str(SAMPLES.parent / r["mask"]) if r["mask"] else ""})
+    return path
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     import keras
@@ -58,15 +71,7 @@ def work(tmp_path_factory):
     # workers=1: forking a process that already holds TensorFlow is unsafe
     build_cache([SAMPLES], tmp / "cache", config=PreprocessConfig(size=SIZE), classes=CLASSES,
                 split=SplitConfig(val_fraction=0.5, test_fraction=0), workers=1)
-    # the samples' manifest without its 'tumor' rows (not a class of the 4-class model), paths made absolute
-    rows = list(csv.DictReader(open(SAMPLES)))
-    with open(tmp / "four_classes.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            if r["label"] in CLASSES:
-                w.writerow(r | {"image": str(SAMPLES.parent / r["image"]),
-                                "mask": str(SAMPLES.parent / r["mask"]) if r["mask"] else ""})
+    write_four_class_manifest(tmp / "four_classes.csv")
     return {
         "tmp": tmp,
         "classifier": _write_bundle(tmp / "tiny", classifier, "classify", CLASSES),

@@ -1,5 +1,4 @@
 """`neuralscan export` on a tiny classifier and segmenter trained on the sample images (input 64)."""
-import csv
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from neuralscan_cli.inference import load_bundle, load_images_for_bundle, make_r
 from neuralscan_cli.preprocess import PreprocessConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
-from test_evaluate_cli import _write_bundle  # noqa: E402  (the evaluate tests' bundle writer)
+from test_evaluate_cli import _write_bundle, write_four_class_manifest  # noqa: E402  (the evaluate tests' helpers)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "neuralscan_cli" / "samples" / "labels.csv"
 CLASSES = ["glioma", "meningioma", "no_tumor", "pituitary"]
@@ -30,16 +29,7 @@ def build_four_class_data(tmp: Path) -> tuple[Path, Path]:
     # workers=1: forking a process that already holds TensorFlow is unsafe
     build_cache([SAMPLES], cache, config=PreprocessConfig(size=SIZE), classes=CLASSES,
                 split=SplitConfig(val_fraction=0.4, test_fraction=0), workers=1)
-    rows = list(csv.DictReader(open(SAMPLES)))
-    manifest = tmp / "four_classes.csv"
-    with open(manifest, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            if r["label"] in CLASSES:
-                w.writerow(r | {"image": str(SAMPLES.parent / r["image"]),
-                                "mask": str(SAMPLES.parent / r["mask"]) if r["mask"] else ""})
-    return cache, manifest
+    return cache, write_four_class_manifest(tmp / "four_classes.csv")
 
 
 def build_tiny_classifier(tmp: Path, cache: Path) -> Path:
