@@ -33,6 +33,8 @@ def evaluate(
                                     "is tumour (default: the model's own, as `segment` uses)."),
     min_component: float = typer.Option(None, min=0.0, max=0.5, help="Segmenters: drop predicted blobs smaller "
                                         "than this share of the input image (default: the model's own)."),
+    gate: str = typer.Option(None, help="Segmenters: a classifier whose no_tumor call empties the mask, or "
+                             "'none' (default: the model's own, as `segment` uses)."),
 ):
     """Accuracy and macro-F1 with confidence intervals, calibration and figures for a classifier; Dice, IoU and
     HD95 for a segmenter. Raw data is preprocessed exactly as the model's training data was."""
@@ -59,7 +61,7 @@ def evaluate(
                                  batch_size=batch_size, n_boot=bootstrap)
         else:
             _evaluate_segmenter(runner, images01, masks, records, out, context, batch_size=batch_size,
-                                threshold=threshold, min_component=min_component)
+                                threshold=threshold, min_component=min_component, gate=gate)
     console.print(f"report written to {out / 'report.md'}", highlight=False, soft_wrap=True)
 
 
@@ -194,10 +196,12 @@ def _write_gradcam(runner, images01, y_true, probs, records, out_dir: Path, n: i
 # ----------------------------------------------------------------------------------------------- segmenter
 
 def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: dict, *, batch_size: int,
-                        threshold: float | None, min_component: float | None) -> None:
+                        threshold: float | None, min_component: float | None, gate: str | None) -> None:
     from ..errors import NeuralScanError
     from ..evaluation import segmentation_report, segmentation_truth_rows
-    from ..inference.segmentation import postprocess_masks
+    from ..inference.segmentation import load_gate, postprocess_masks
+
+    tumour_gate = load_gate(runner.bundle, gate)
 
     keep = segmentation_truth_rows([r["has_mask"] for r in records], [r["label"] for r in records])
     if not keep.any():
@@ -217,6 +221,11 @@ def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: di
     min_component = bundle.postprocessing["min_component"] if min_component is None else min_component
     context["min_component"] = min_component
     probs = postprocess_masks(probs, threshold, bundle.min_component_pixels(min_component)).astype(np.float32)
+    context["gate"] = None
+    if tumour_gate is not None:
+        absent = tumour_gate.absent(images01, batch_size=batch_size)
+        probs[absent] = 0.0
+        context["gate"] = f"{tumour_gate.bundle.name} ({tumour_gate.runner.engine}): {int(absent.sum())} masks emptied"
     m = segmentation_report(out, images01, truth, probs, records, spacing=[r["spacing"] for r in records],
                             threshold=threshold, context=context)
     _print_segmentation(m, context)
@@ -229,6 +238,8 @@ def _print_segmentation(m: dict, context: dict) -> None:
     console.print(f"[bold]{context['model']}[/] on {context['data']} ({context['data_kind']}, split "
                   f"{context['split']}): {m['n']} images ({m['n_tumor']} with tumour), engine {context['engine']}, "
                   f"{context['images_per_second']:.0f} img/s", highlight=False, soft_wrap=True)
+    if context.get("gate"):
+        console.print(f"gated by {context['gate']}", highlight=False, soft_wrap=True)
     table = Table(title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")

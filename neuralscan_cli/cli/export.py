@@ -36,6 +36,8 @@ def export(
                                "mixed (asymmetric activations)."),
     keras: bool = typer.Option(True, "--keras/--no-keras", help="Copy model.keras into --out (for Grad-CAM and "
                                "comparison runs)."),
+    gate: str = typer.Option(None, help="Segmenters: record a classifier (bundle folder or 'bundled') whose "
+                             "no_tumor call empties the mask; segment, evaluate and classify then apply it."),
 ):
     """Convert a trained Keras model to OpenVINO IR: FP32 always; with --int8 also INT8, scored against FP32 on
     validation images and kept only if it loses no more than the allowed margin (exit 1 otherwise)."""
@@ -49,7 +51,7 @@ def export(
         report = export_bundle(model, out, int8=int8, calibration=calibration, calibration_size=calibration_size,
                                max_drop_accuracy=max_accuracy_drop, max_drop_dice=max_dice_drop,
                                accuracy_control=accuracy_control, validation=validation, preset=preset,
-                               copy_keras=keras, on_step=_step, on_warning=warn)
+                               copy_keras=keras, gate=gate, on_step=_step, on_warning=warn)
     _print_report(report)
     if report.int8_requested and not report.int8_accepted:
         raise fail(report.message or "INT8 lost too much accuracy", code=1)
@@ -85,8 +87,11 @@ def _print_report(r) -> None:
         line += f"; INT8 IR {r.int8_path} ({_mb(sizes.get('openvino_int8'))}, {how}, " \
                 f"{(r.calibration or {}).get('n')} calibration images)"
     console.print(line, highlight=False, soft_wrap=True)
-    if r.postprocessing:
-        p = r.postprocessing
+    p = r.postprocessing or {}
+    if "chosen_on" in p:
         console.print(f"mask rule: blobs under {p['min_component']:.2%} of the image dropped (best mean Dice on "
                       f"{p['chosen_on'].get('n')} training images)", highlight=False, soft_wrap=True)
+    if p.get("gate"):
+        console.print(f"gate: a slice {p['gate']} calls no_tumor gets an empty mask", highlight=False,
+                      soft_wrap=True)
     console.print(f"bundle written to {r.out_dir} in {r.seconds:.1f} s", highlight=False, soft_wrap=True)

@@ -26,6 +26,9 @@ def segment(
     batch_size: int = typer.Option(16, min=1, help="Images per inference batch."),
     min_component: float = typer.Option(None, min=0.0, max=0.5, help="Drop predicted blobs smaller than this "
                                         "share of the model's input image (default: the model's own)."),
+    gate: str = typer.Option(None, help="A classifier (bundle folder or 'bundled') whose no_tumor call empties "
+                             "a slice's mask, or 'none' (default: the model's own; the shipped segmenter is "
+                             "gated by the shipped classifier)."),
 ):
     """Outline the tumour in every scan: a mask (PNG; NIfTI too for NIfTI input, with the scan's affine), an
     overlay PNG, and one row of measurements (area, RANO diameters, centroid, side) per slice."""
@@ -36,10 +39,11 @@ def segment(
     if out.exists() and not out.is_dir():
         raise fail(f"{out}: exists and is not a folder")
     with friendly_errors():
-        from ..inference.segmentation import find_scans, load_segmenter, segment_paths
+        from ..inference.segmentation import find_scans, load_gate, load_segmenter, segment_paths
 
         find_scans(paths, exclude=out)  # a missing path or an empty folder fails before the model loads
         bundle, runner = load_segmenter(model, engine)
+        load_gate(bundle, gate)  # a wrong gate fails before anything is written
         with resumable(out / "measurements.csv"), progress_bar() as bar:
             task = bar.add_task(f"segmenting ({runner.engine})", total=None, rate="")
 
@@ -51,7 +55,7 @@ def segment(
                 bar.update(task, completed=done, rate=f"{done / elapsed:.1f} scans/s")
 
             summary = segment_paths(paths, bundle, out, threshold=threshold, batch_size=batch_size,
-                                    min_component=min_component, runner=runner, on_total=on_total,
+                                    min_component=min_component, gate=gate, runner=runner, on_total=on_total,
                                     on_progress=on_progress)
     fail_if_single_bad_file(n_files=summary.n_files, n_failed=summary.n_failed, errors=summary.errors)
     _print_summary(summary)

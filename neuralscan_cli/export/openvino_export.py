@@ -249,7 +249,7 @@ def _choose_postprocessing(compiled, cache: Path, bundle: ModelBundle, split: st
 
 
 def _metrics(task: str, data: _Data, outputs: np.ndarray, n_classes: int) -> dict:
-    from ..evaluation import accuracy, macro_f1
+    from ..evaluation import macro_f1
 
     if task == "classify":
         # accuracy: the call is one of the image's allowed classes (its class, or a partial label's set);
@@ -350,7 +350,7 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
                   calibration: str | Path | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
                   max_drop_accuracy: float = 0.01, max_drop_dice: float = 0.01, accuracy_control: bool = False,
                   validation: str | Path | None = None, preset: str = "performance", copy_keras: bool = True,
-                  on_step: Callable[[str], None] | None = None,
+                  gate: str | None = None, on_step: Callable[[str], None] | None = None,
                   on_warning: Callable[[str], None] | None = None) -> ExportReport:
     """Write the OpenVINO IR of a bundle's Keras model into `out_dir` (see the module notes).
 
@@ -367,6 +367,13 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
     from ..inference import load_keras_model
 
     bundle = load_bundle(src_spec)
+    if gate is not None:
+        from ..inference.segmentation import GATE_OFF, TumourGate
+
+        if bundle.task != "segment":
+            raise NeuralScanError(f"{bundle.name} is a classifier; --gate is for segmenters")
+        if gate != GATE_OFF:
+            TumourGate(gate, bundle)  # a wrong gate fails before anything is written
     out_dir = Path(out_dir)
     in_place = _check_out_dir(out_dir, bundle.root)
     keras_model = load_keras_model(bundle)  # a bundle without model.keras fails here, one line
@@ -450,6 +457,10 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
         step("choosing the smallest-blob rule on training images")
         meta["postprocessing"] = _choose_postprocessing(fp32, train_cache, bundle, train_split, on_warning)
         report.postprocessing = meta["postprocessing"]
+    if gate is not None:  # a classifier whose no_tumor call empties the mask (inference.segmentation)
+        post = dict(meta.get("postprocessing") or {})
+        post["gate"] = None if gate == GATE_OFF else str(gate)
+        meta["postprocessing"] = report.postprocessing = post
 
     if val is not None:
         step(f"scoring the FP32 IR on {len(val)} validation images")

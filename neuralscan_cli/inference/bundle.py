@@ -54,10 +54,12 @@ class ModelBundle:
     def postprocessing(self) -> dict:
         """A segmenter's mask rule: pixels above `threshold`, then blobs smaller than `min_component` (a share
         of the input image) dropped. model.json's `postprocessing` holds the model's own values; `segment`,
-        `classify --with-segmentation` and `evaluate` apply them unless told otherwise."""
+        `classify --with-segmentation` and `evaluate` apply them unless told otherwise. `gate` (or None) names a
+        classifier whose `no_tumor` call empties the mask (inference.segmentation.TumourGate)."""
         p = self.meta.get("postprocessing") or {}
         return {"threshold": float(p.get("threshold", DEFAULT_THRESHOLD)),
-                "min_component": float(p.get("min_component", DEFAULT_MIN_COMPONENT))}
+                "min_component": float(p.get("min_component", DEFAULT_MIN_COMPONENT)),
+                "gate": p.get("gate") or None}
 
     def min_component_pixels(self, min_component: float | None = None) -> int:
         share = self.postprocessing["min_component"] if min_component is None else float(min_component)

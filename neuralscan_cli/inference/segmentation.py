@@ -9,7 +9,7 @@ specks, maps the mask back onto the scan's own grid and measures it. It writes, 
   masks/<name>_mask.png            (multi-slice sources: <name>_s<slice>_mask.png), 255 = tumour
   masks/<name>_mask.nii.gz         NIfTI inputs: one mask volume with the source's affine and orientation
   overlays/<name>[_s<slice>]_overlay.png   the scan in grey with the tumour's outline in red
-  segment.json       the model and threshold the folder's results came from
+  segment.json       the model, threshold, small-blob rule and gate the folder's results came from
 
 <name> is the input's path relative to the common folder of all inputs, without its extension, so two
 `scan.png` in different folders do not collide. Rerunning the same command resumes: scans whose rows are
@@ -173,10 +173,10 @@ def _check_run_info(out_dir: Path, info: dict) -> None:
         except (OSError, json.JSONDecodeError):
             before = {}
         if (out_dir / MEASUREMENTS).is_file():
-            for key in ("model_path", "threshold", "min_component"):
-                if key in before and before[key] != info[key]:
+            for key in ("model_path", "threshold", "min_component", "gate"):
+                if before.get(key) != info[key] and (key in before or key == "gate" and info[key] is not None):
                     raise NeuralScanError(f"{out_dir} holds results made with {key.replace('_', ' ')} "
-                                          f"{before[key]}, not {info[key]}; use the same settings to resume, "
+                                          f"{before.get(key)}, not {info[key]}; use the same settings to resume, "
                                           f"or another --out folder")
     path.write_text(json.dumps(info, indent=2))
 
@@ -324,15 +324,69 @@ def choose_min_component(probs: np.ndarray, masks_true: np.ndarray, threshold: f
     return best, scores
 
 
-def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float, min_pixels: int) -> tuple[list, int]:
-    """Masks, overlays and measurement rows of one scan. Returns (csv rows, slices with tumour)."""
+NO_TUMOR = "no_tumor"
+GATE_OFF = "none"
+
+
+class TumourGate:
+    """A classifier that empties the mask of every slice it calls `no_tumor`.
+
+    A segmenter sees one slice at a time and paints a few false blobs on healthy scans; a classifier trained on
+    whole healthy scans is the better judge of "is there a tumour at all". The gate classifier must read the
+    segmenter's own preprocessed images (same preprocessing and size), so one decoding serves both.
+    """
+
+    def __init__(self, spec: str | Path, segmenter: ModelBundle, engine: str = "auto"):
+        from .runners import load_for_task
+
+        self.spec = str(spec)
+        self.bundle, self.runner = load_for_task(_gate_path(spec, segmenter), "classify", engine)
+        if NO_TUMOR not in self.bundle.classes:
+            raise NeuralScanError(f"gate {self.spec}: the classifier has no {NO_TUMOR} class "
+                                  f"({', '.join(self.bundle.classes)}), so it cannot tell a scan has no tumour")
+        if self.bundle.preprocessing != segmenter.preprocessing:
+            raise NeuralScanError(f"gate {self.spec}: the classifier's preprocessing differs from the segmenter's "
+                                  f"{segmenter.name}; a gate must read the same images")
+        self.no_tumor = self.bundle.classes.index(NO_TUMOR)
+
+    def absent(self, images01: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """(N,) bool: the slices the classifier calls no_tumor (its top class), for (N, S, S) images in [0, 1]."""
+        if not len(images01):
+            return np.zeros(0, bool)
+        probs = self.runner.predict(np.asarray(images01, np.float32), batch_size=batch_size)
+        return np.asarray(probs).argmax(axis=1) == self.no_tumor
+
+
+def _gate_path(spec: str | Path, segmenter: ModelBundle) -> str | Path:
+    """A relative gate path in model.json is relative to the segmenter's bundle; names like 'bundled' stay."""
+    p = Path(str(spec))
+    if not p.is_absolute() and not p.exists() and (Path(segmenter.root) / p).exists():
+        return Path(segmenter.root) / p
+    return spec
+
+
+def load_gate(segmenter: ModelBundle, gate: str | Path | None = None, engine: str = "auto") -> TumourGate | None:
+    """The gate to apply: `gate` when given ('none' turns it off), else the segmenter's own (model.json)."""
+    spec = segmenter.postprocessing["gate"] if gate is None else str(gate)
+    if spec is None or spec == GATE_OFF:
+        return None
+    return TumourGate(spec, segmenter, engine)
+
+
+def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float, min_pixels: int,
+                absent: Sequence[bool] | None = None) -> tuple[list, int]:
+    """Masks, overlays and measurement rows of one scan; slices marked in `absent` (a gate's no-tumour calls)
+    get an empty mask. Returns (csv rows, slices with tumour)."""
     from ..io import write_mask_png
     from ..preprocess import restore_mask
 
     multi = len(job.slices) > 1
     rows, masks, n_tumor = [], [], 0
-    for s, prob, geom, (pixels, spacing, midline) in zip(job.slices, probs, job.geoms, job.displays):
+    for k, (s, prob, geom, (pixels, spacing, midline)) in enumerate(zip(job.slices, probs, job.geoms,
+                                                                         job.displays)):
         small = postprocess_masks(prob[None], threshold, min_pixels)[0]
+        if absent is not None and absent[k]:
+            small[:] = False
         mask = restore_mask(small, geom).astype(bool)
         sagittal = s.affine is not None and s.extra.get("axis") == 0  # a sagittal slice has no left or right
         m = measure_mask(mask, spacing, None if sagittal else midline)
@@ -357,13 +411,14 @@ def load_segmenter(model: str | Path | ModelBundle, engine: str = "auto"):
 
 def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, out_dir: str | Path, *,
                   engine: str = "auto", threshold: float | None = None, batch_size: int = 16,
-                  min_component: float | None = None, runner=None,
+                  min_component: float | None = None, gate: str | Path | None = None, runner=None,
                   on_total: Callable[[int], None] | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> SegmentSummary:
     """Segment every scan under `paths` into `out_dir` (see the module docstring); resumable.
 
     `on_total(n)` is called once with the number of files to process in this run, `on_progress(done, n)`
-    after each file (segmented or failed). User mistakes (missing path, no scans, wrong model, an output folder
+    after each file (segmented or failed). `gate`: a classifier that empties the masks of slices it calls
+    no_tumor ('none': no gate; None: the model's own, see TumourGate). User mistakes (missing path, no scans, wrong model, an output folder
     holding other results) raise NeuralScanError before anything is written; a file that cannot be segmented
     is recorded in errors.csv and the summary, and the batch goes on.
     """
@@ -382,9 +437,11 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     # None: the model's own rule (model.json `postprocessing`)
     threshold = bundle.postprocessing["threshold"] if threshold is None else float(threshold)
     min_component = bundle.postprocessing["min_component"] if min_component is None else float(min_component)
+    tumour_gate = load_gate(bundle, gate)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_run_info(out_dir, {"model": bundle.name, "model_path": str(Path(bundle.root).resolve()),
-                              "threshold": float(threshold), "min_component": float(min_component)})
+                              "threshold": float(threshold), "min_component": float(min_component),
+                              "gate": None if tumour_gate is None else str(Path(tumour_gate.bundle.root).resolve())})
     done = _read_done(out_dir / MEASUREMENTS)
     todo = [f for f in files if str(f) not in done]
     summary = SegmentSummary(out_dir, model=bundle.name, engine=runner.engine, n_files=len(files),
@@ -423,11 +480,13 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                 return
             images = np.stack([im for job in pending for im in job.images]).astype(np.float32)
             probs = runner.predict(images, batch_size=batch_size)
+            absent = tumour_gate.absent(images) if tumour_gate is not None else None
             start = 0
             for job in pending:
                 n = len(job.images)
                 try:
-                    rows, n_tumor = finish_scan(job, probs[start:start + n], out_dir, threshold, min_pixels)
+                    rows, n_tumor = finish_scan(job, probs[start:start + n], out_dir, threshold, min_pixels,
+                                                None if absent is None else absent[start:start + n])
                 except Exception as exc:  # noqa: BLE001 -- one bad scan must not stop the batch
                     failed(job.path, exc)
                 else:

@@ -16,7 +16,8 @@ Every slice of a file is one row (`columns`): path, slice, label, confidence, p_
 model in its class order (the 4-class model's classes are sorted: p_glioma, p_meningioma, p_no_tumor,
 p_pituitary), tumor (true unless the label is no_tumor; empty for a model without a no_tumor class) and model
 (bundle name:engine). With a segmenter (`with_segmentation`), the segmentation library's measurement columns
-follow, and its masks and overlays are written to `seg_out_dir`.
+follow, and its masks and overlays are written to `seg_out_dir`. When the segmenter's model.json names a gate
+(inference.segmentation.TumourGate), this classifier's own no_tumor calls are the gate.
 
 Resuming: a file is done when its path is in `<out>.done`, which is written after its rows; a rerun first
 drops any rows of files not in that list (a run killed between the two writes) and a torn last line, then
@@ -447,6 +448,8 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     counts: Counter = Counter()
     finished = 0
     no_tumor_known = NO_TUMOR in classes
+    gated = seg_bundle is not None and seg_bundle.postprocessing["gate"] is not None and no_tumor_known
+    no_tumor_index = classes.index(NO_TUMOR) if no_tumor_known else -1
 
     def on_done(tags, outputs) -> None:  # an inference thread (OpenVINO) or the main thread (Keras)
         outputs = np.array(outputs, dtype=np.float32, copy=True)  # the request's buffer is reused
@@ -463,7 +466,11 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
             from .segmentation import FIELDS, finish_scan
 
             probs = seg_runner.predict(np.stack(entry.seg_job.images).astype(np.float32), batch_size=16)
-            srows, _n = finish_scan(entry.seg_job, probs, seg_dir, seg_threshold, min_pixels)
+            # a gated segmenter: this classifier's own no_tumor calls empty the masks, so a row never says
+            # no_tumor beside a measured tumour (and no second classifier runs)
+            absent = [int(entry.probs[k].argmax()) == no_tumor_index for k in range(len(entry.slices))] \
+                if gated else None
+            srows, _n = finish_scan(entry.seg_job, probs, seg_dir, seg_threshold, min_pixels, absent)
             for r in srows:
                 values = dict(zip(FIELDS, r))
                 seg_rows[int(values["slice"])] = {k: values[k] for k in FIELDS if k not in ("path", "slice")}

@@ -278,3 +278,36 @@ def test_resume_never_edits_a_foreign_file(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert out.read_text() == "name,score\nalice,1\nbob,2"
 
+
+
+def test_with_segmentation_a_gated_segmenter_follows_the_classifier(work, tmp_path):
+    """A segmenter whose model.json names a gate: slices this classifier calls no_tumor get empty masks."""
+    import keras
+
+    sys.path.insert(0, str(TESTS / "cli"))
+    from test_segment_cli import constant_classifier
+
+    inp = keras.Input((SIZE, SIZE, 1))
+    conv = keras.layers.Conv2D(1, 1, activation="sigmoid")
+    everywhere = keras.Model(inp, conv(inp))  # calls every pixel tumour
+    conv.set_weights([np.zeros((1, 1, 1, 1), np.float32), np.array([10.0], np.float32)])
+    seg = _write_bundle(tmp_path / "everywhere", everywhere, "segment", ["tumor"], openvino=False)
+    healthy = constant_classifier(tmp_path / "says-healthy", "no_tumor", size=SIZE)
+    scans = tmp_path / "two"
+    scans.mkdir()
+    for p in work["good"][:2]:
+        shutil.copy(p, scans)
+
+    def present(name: str) -> list[str]:
+        r = _run(scans, "--out", tmp_path / f"{name}.csv", "--model", healthy, "--with-segmentation",
+                 "--segmenter", seg)
+        assert r.exit_code == 0, r.output
+        rows = _rows(tmp_path / f"{name}.csv")
+        assert [row["label"] for row in rows] == ["no_tumor", "no_tumor"]
+        return [row["tumor_present"] for row in rows]
+
+    assert present("ungated") == ["true", "true"]
+    meta = json.loads((seg / "model.json").read_text())
+    meta["postprocessing"] = {"gate": "bundled"}
+    (seg / "model.json").write_text(json.dumps(meta))
+    assert present("gated") == ["false", "false"]

@@ -320,3 +320,60 @@ def test_choose_min_component_drops_specks_that_cost_dice():
     assert scores[0.005] == pytest.approx(1.0)   # 21 px minimum: specks gone, tumour kept
     assert scores[0.2] == pytest.approx(2 / 3)   # 820 px minimum: the tumour is dropped too
     assert best == 0.005
+
+
+def constant_classifier(root: Path, call: str, classes=("glioma", "meningioma", "no_tumor", "pituitary"),
+                        size: int = SIZE) -> Path:
+    """A classifier bundle that calls every scan `call` (its logit is 20 above the others)."""
+    import keras
+
+    inp = keras.Input((size, size, 1))
+    dense = keras.layers.Dense(len(classes), activation="softmax")
+    model = keras.Model(inp, dense(keras.layers.GlobalAveragePooling2D()(inp)))
+    dense.set_weights([np.zeros((1, len(classes)), np.float32),
+                       np.array([20.0 if c == call else 0.0 for c in classes], np.float32)])
+    root.mkdir(parents=True)
+    model.save(root / "model.keras")
+    meta = new_bundle_meta(task="classify", classes=list(classes), size=size,
+                           preprocessing=PreprocessConfig(size=size).to_dict(), name=root.name, architecture="test")
+    meta["files"] = {"keras": "model.keras"}
+    (root / "model.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_a_gate_classifier_empties_the_masks_of_scans_it_calls_healthy(bundle, tmp_path):
+    """The gate named in model.json applies by default; --gate overrides it; 'none' turns it off."""
+    import shutil
+
+    healthy = constant_classifier(tmp_path / "says-healthy", "no_tumor")
+    glioma = constant_classifier(tmp_path / "says-glioma", "glioma")
+    gated = tmp_path / "gated-seg"
+    shutil.copytree(bundle, gated)
+    meta = json.loads((gated / "model.json").read_text())
+    meta["postprocessing"] = {"threshold": 0.5, "min_component": 0.0005, "gate": str(healthy)}
+    (gated / "model.json").write_text(json.dumps(meta))
+    save_png(tmp_path / "in" / "blob.png", head_image(256, 110, (100, 70), 20))
+
+    r = run(gated, tmp_path / "in", "--out", tmp_path / "own")
+    assert r.exit_code == 0, r.output
+    row = rows_of(tmp_path / "own")[0]
+    assert row["tumor_present"] == "false" and row["area_px"] == ""
+    assert not np.array(Image.open(tmp_path / "own" / row["mask_file"])).any()
+    for gate, present in (("none", "true"), (str(glioma), "true")):
+        out = tmp_path / f"gate-{Path(gate).name}"
+        r = run(gated, tmp_path / "in", "--out", out, "--gate", gate)
+        assert r.exit_code == 0, r.output
+        assert rows_of(out)[0]["tumor_present"] == present
+    # a resumed run must not mix gated and ungated results in one folder
+    assert_one_line_error(run(gated, tmp_path / "in", "--out", tmp_path / "own", "--gate", "none"), 2, "gate")
+
+
+def test_a_gate_must_be_a_classifier_with_no_tumor_reading_the_same_images(bundle, tmp_path):
+    save_png(tmp_path / "in" / "blob.png", head_image(256, 110, (100, 70), 20))
+    two_types = constant_classifier(tmp_path / "two-types", "glioma", classes=("glioma", "meningioma"))
+    other_size = constant_classifier(tmp_path / "other-size", "glioma", size=96)
+    for gate, fragment in ((two_types, "no_tumor"), (other_size, "preprocessing"), (bundle, "segment model"),
+                           (tmp_path / "missing", "no such model")):
+        r = run(bundle, tmp_path / "in", "--out", tmp_path / "out", "--gate", gate)
+        assert_one_line_error(r, 2, fragment)
+    assert not (tmp_path / "out" / "measurements.csv").exists()

@@ -202,3 +202,21 @@ def test_evaluate_segmenter(work):
     assert r.exit_code == 0, r.output
     m = json.loads((out_raw / "metrics.json").read_text())
     assert m["n"] == 11 and set(m["dice_per_class"]) == set(CLASSES) | {"tumor"}
+
+
+def test_evaluate_segmenter_applies_a_gate(work):
+    """--gate: masks of images the classifier calls no_tumor are emptied before scoring, as `segment` does."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    from test_segment_cli import constant_classifier
+
+    healthy = constant_classifier(work["tmp"] / "says-healthy", "no_tumor", size=SIZE)
+    out = work["tmp"] / "eval_seg_gated"
+    r = _run(work["segmenter"], work["cache"], "--split", "all", "--out", out, "--gate", healthy)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["empty_mask_rate_no_tumor"] == 1.0 and m["dice_mean_tumor"] == 0.0
+    assert "9 masks emptied" in m["evaluated"]["gate"]
+    preds = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(preds) == 9 and all(float(p["area_pred"]) == 0 for p in preds)

@@ -223,9 +223,14 @@ def test_segmenter_export_chooses_the_mask_rule_on_training_images(work, tmp_pat
     meta = json.loads((root / "model.json").read_text())
     meta["training"] = {"data": {"cache": str(work["cache"].resolve()), "train_split": "train", "val_split": "val"}}
     (root / "model.json").write_text(json.dumps(meta))
-    r = cli.invoke(app, ["export", str(root), "--out", str(tmp_path / "seg")])
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    from test_segment_cli import constant_classifier
+
+    gate = constant_classifier(tmp_path / "gate", "no_tumor", size=SIZE)
+    r = cli.invoke(app, ["export", str(root), "--out", str(tmp_path / "seg"), "--gate", str(gate)])
     assert r.exit_code == 0, r.output
     post = load_bundle(tmp_path / "seg").postprocessing
+    assert post["gate"] == str(gate)  # recorded for segment / evaluate / classify to apply
     chosen = load_bundle(tmp_path / "seg").meta["postprocessing"]
     assert chosen["chosen_on"]["split"] == "train" and chosen["chosen_on"]["n"] > 0
     scores = {float(k): v for k, v in chosen["chosen_on"]["mean_dice"].items()}
