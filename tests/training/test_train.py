@@ -74,6 +74,17 @@ def test_config_overrides_and_validation(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+def test_switching_the_model_drops_the_configs_model_options():
+    """configs/classifier.yaml sets attention_cnn widths; another model must not inherit them."""
+    shipped = load_config(CONFIGS / "classifier.yaml", ["data.cache=x"])["model"]["options"]
+    assert shipped  # the recipe sets options, or this test checks nothing
+    same = load_config(CONFIGS / "classifier.yaml", ["model.name=attention_cnn", "data.cache=x"])
+    assert same["model"]["options"] == shipped
+    assert load_config(CONFIGS / "classifier.yaml", ["model.name=small_cnn", "data.cache=x"])["model"]["options"] == {}
+    for order in (["model.options.width=4", "model.name=small_cnn"], ["model.name=small_cnn", "model.options.width=4"]):
+        assert load_config(CONFIGS / "classifier.yaml", [*order, "data.cache=x"])["model"]["options"] == {"width": 4}
+
+
 def test_class_weights_balance_classes():
     w = class_weights(np.array([0, 0, 0, 1]), 2)
     assert w[0] * 3 == pytest.approx(w[1] * 1)  # each class carries the same total weight
