@@ -36,6 +36,7 @@ import numpy as np
 from ..errors import NeuralScanError
 from ..io.base import display_slice
 from ..evaluation.measurements import COLUMNS, measure_mask, remove_small_components
+from ..evaluation.metrics import NO_TUMOR
 from .bundle import ModelBundle
 
 FIELDS = ["path", "slice", *COLUMNS, "mask_file", "overlay_file"]
@@ -174,9 +175,10 @@ def _check_run_info(out_dir: Path, info: dict) -> None:
             before = {}
         if (out_dir / MEASUREMENTS).is_file():
             for key in ("model_path", "threshold", "min_component", "gate"):
-                if before.get(key) != info[key] and (key in before or key == "gate" and info[key] is not None):
+                old = before.get(key, None if key == "gate" else info[key])  # older folders had no gate
+                if old != info[key]:
                     raise NeuralScanError(f"{out_dir} holds results made with {key.replace('_', ' ')} "
-                                          f"{before.get(key)}, not {info[key]}; use the same settings to resume, "
+                                          f"{old}, not {info[key]}; use the same settings to resume, "
                                           f"or another --out folder")
     path.write_text(json.dumps(info, indent=2))
 
@@ -324,7 +326,6 @@ def choose_min_component(probs: np.ndarray, masks_true: np.ndarray, threshold: f
     return best, scores
 
 
-NO_TUMOR = "no_tumor"
 GATE_OFF = "none"
 
 
@@ -418,9 +419,9 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
 
     `on_total(n)` is called once with the number of files to process in this run, `on_progress(done, n)`
     after each file (segmented or failed). `gate`: a classifier that empties the masks of slices it calls
-    no_tumor ('none': no gate; None: the model's own, see TumourGate). User mistakes (missing path, no scans, wrong model, an output folder
-    holding other results) raise NeuralScanError before anything is written; a file that cannot be segmented
-    is recorded in errors.csv and the summary, and the batch goes on.
+    no_tumor ('none': no gate; None: the model's own, see TumourGate). User mistakes (missing path, no scans,
+    wrong model or gate, an output folder holding other results) raise NeuralScanError before anything is
+    written; a file that cannot be segmented is recorded in errors.csv and the summary, and the batch goes on.
     """
     t0 = time.perf_counter()
     check_postprocessing(threshold, min_component)

@@ -64,7 +64,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     """`section.key=value` overrides. Switching model.name drops the config's model.options (they were written
     for the other model, e.g. attention_cnn widths); options given in the overrides still apply."""
     cfg = copy.deepcopy(cfg)
-    names = [item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0].strip() == "model.name"]
+    names = [item.split("=", 1)[1] for item in overrides
+             if "=" in item and item.split("=", 1)[0].strip() == "model.name"]
     if names and _parse_value(names[-1]) != cfg["model"].get("name"):
         cfg["model"]["options"] = {}
     for item in overrides:
