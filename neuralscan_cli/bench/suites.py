@@ -896,8 +896,9 @@ def classify_suite(subject: Subject, folder, *, settings: Settings, workdir: Pat
                   "images_per_second": n_dec / sm["median"] if sm["median"] else None}
     return {"available": True, "folder": str(folder.resolve()), "model": bundle.name, "repeats": settings.repeats,
             "images_source": source,
-            "method": "classify_paths (find, decode and preprocess on worker threads, infer, write CSV) over the whole folder, engines and a decode-only pass in rotating order "
-                      "after one warm-up run each; model load/compile time excluded (model_load_seconds)",
+            "method": "classify_paths (find, decode and preprocess on worker threads, infer, write CSV) over the "
+                      "whole folder, engines and a decode-only pass in rotating order after one warm-up run each; "
+                      "model load/compile time excluded (model_load_seconds)",
             "rows": rows, "decode_only": decode_row}
 
 
