@@ -4,7 +4,7 @@ Every model takes float32 (N, S, S, 1) grey images in [0, 1]; classifiers output
 segmenters float32 sigmoid (N, S, S, 1). Importing this package registers all families (and imports keras).
 """
 from . import attention_cnn, backbones, unet  # noqa: F401  (registers the models)
-from .attention_cnn import FEATURES_LAYER
+from .attention_cnn import FEATURES_LAYER, INT8_KEEP_FP32
 from .backbones import BACKBONE_LAYER, set_backbone_trainable
 from .registry import create_model, list_models, model_options, model_task, register_model
 from .unet import MASK_LAYER, init_encoder_from_classifier
@@ -12,5 +12,5 @@ from .unet import MASK_LAYER, init_encoder_from_classifier
 __all__ = [
     "create_model", "list_models", "register_model", "model_task", "model_options",
     "set_backbone_trainable", "init_encoder_from_classifier",
-    "FEATURES_LAYER", "BACKBONE_LAYER", "MASK_LAYER",
+    "FEATURES_LAYER", "BACKBONE_LAYER", "MASK_LAYER", "INT8_KEEP_FP32",
 ]

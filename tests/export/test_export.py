@@ -235,3 +235,39 @@ def test_segmenter_export_chooses_the_mask_rule_on_training_images(work, tmp_pat
     assert chosen["chosen_on"]["split"] == "train" and chosen["chosen_on"]["n"] > 0
     scores = {float(k): v for k, v in chosen["chosen_on"]["mean_dice"].items()}
     assert post["min_component"] in scores and scores[post["min_component"]] == max(scores.values())
+
+
+@pytest.mark.parametrize("attention", ["cbam", "se"])
+def test_int8_keeps_channel_attention_mlps_fp32(work, tmp_path, attention):
+    """An attention_cnn's INT8 IR: every convolution reads INT8 activations, the channel-attention MLPs
+    (models.INT8_KEEP_FP32) read FP32 ones, and model.json names the nodes kept FP32."""
+    import keras
+    import openvino as ov
+
+    from neuralscan_cli.models import create_model
+
+    keras.utils.set_random_seed(0)
+    model = create_model("attention_cnn", input_size=SIZE, widths=(8, 8, 16, 16), attention=attention)
+    root = _write_bundle(tmp_path / f"att-{attention}", model, "classify", CLASSES, openvino=False)
+    meta = json.loads((root / "model.json").read_text())
+    meta["training"] = {"data": {"cache": str(work["cache"].resolve()), "train_split": "train", "val_split": "val"}}
+    (root / "model.json").write_text(json.dumps(meta))
+    # an untrained network: the accuracy check is not what this test is about
+    report = export_bundle(root, tmp_path / "out", int8=True, calibration_size=5, max_drop_accuracy=1.0)
+    assert report.int8_path is not None
+
+    def reads_int8(op) -> bool:
+        return op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize"
+
+    q = ov.Core().read_model(report.int8_path)
+    convs = [op for op in q.get_ops() if op.get_type_name() == "Convolution"]
+    gates = [op for op in q.get_ops() if op.get_type_name() == "MatMul"
+             and ("_att_ca_fc" in op.get_friendly_name() or "_att_fc" in op.get_friendly_name())]
+    head = [op for op in q.get_ops() if op.get_type_name() == "MatMul" and "logits" in op.get_friendly_name()]
+    # 5 blocks, two dense layers each; CBAM applies its shared MLP to the average- and the max-pooled vector
+    assert len(gates) == (20 if attention == "cbam" else 10)
+    assert not any(reads_int8(op) for op in gates)
+    assert convs and all(reads_int8(op) for op in convs if op.get_output_partial_shape(0)[1].get_length() > 1)
+    assert head and all(reads_int8(op) for op in head)  # the rule is the attention MLPs, not every dense layer
+    kept = json.loads((tmp_path / "out" / "model.json").read_text())["export"]["quantization"]["kept_fp32"]
+    assert kept and all("_att_" in name for name in kept)

@@ -176,6 +176,23 @@ def test_openvino_parity(name):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:The structure of `inputs`")
+@pytest.mark.parametrize("attention, n_matmul", [("cbam", 20), ("se", 10)])
+def test_int8_fp32_scope_finds_the_channel_attention_mlps(attention, n_matmul):
+    """The INT8 export's FP32 rule (models.INT8_KEEP_FP32) matches the converted graph's channel-attention
+    dense layers under Keras 2 and Keras 3 naming, and nothing of the convolutions or the head."""
+    ov = pytest.importorskip("openvino")
+    from neuralscan_cli.export.openvino_export import fp32_scope
+
+    model = create_model("attention_cnn", input_size=64, widths=(8, 8, 16, 16), attention=attention)
+    ov_model = ov.convert_model(model)
+    kept = set(fp32_scope(ov_model))
+    types = {op.get_friendly_name(): op.get_type_name() for op in ov_model.get_ops()}
+    assert sum(types[n] == "MatMul" for n in kept) == n_matmul  # 5 blocks; CBAM's shared MLP runs twice
+    assert not any(types[n] == "Convolution" or "logits" in n for n in kept)
+    assert fp32_scope(ov.convert_model(_build("attention_unet"))) == []  # its attention gates stay INT8
+
+
 # --- backbones -------------------------------------------------------------------------------------------
 
 def _n_trainable(model):
