@@ -7,14 +7,14 @@ file at the cost of a small, avoidable difference from Keras).
 
 INT8 is NNCF post-training quantisation of that OpenVINO model: activation ranges from ~300 calibration
 images (by default a random sample of the training split of the cache the model was trained on, as recorded
-in model.json), then bias correction (the full, layer-by-layer kind: on the shipped classifier it kept 98.8% of
-the top-1 calls against 97.9% with fast bias correction, for seconds more). The channel-attention MLPs stay
-FP32 (`models.INT8_KEEP_FP32`, `fp32_scope`): quantising them moved ~8% of the shipped classifier's calls for
-no speed. Preset PERFORMANCE (symmetric weights and activations) is the
-default: it is what the CPU's INT8 instructions run fastest, NNCF makes the quantisers after ReLU unsigned so
-no range is wasted on the project's ReLU networks, and on the project's tiny test networks (ReLU and swish
-CNNs, U-Net) it lost no more than MIXED (asymmetric activations), which stays available for networks
-whose activations sit far from zero on one side.
+in model.json), then bias correction (the full, layer-by-layer kind: on the shipped classifier it kept 98.8%
+of the top-1 calls against 97.9% with fast bias correction, for seconds more). The channel-attention MLPs
+stay FP32 (`models.INT8_KEEP_FP32`, `fp32_scope`): quantising them moved ~8% of the shipped classifier's
+calls for no speed. Preset PERFORMANCE (symmetric weights and activations) is the default: it is what the
+CPU's INT8 instructions run fastest, NNCF makes the quantisers after ReLU unsigned so no range is wasted on
+the project's ReLU networks, and on the project's tiny test networks (ReLU and swish CNNs, U-Net) it lost no
+more than MIXED (asymmetric activations), which stays available for networks whose activations sit far from
+zero on one side.
 
 The INT8 model is then checked on validation images (by default the validation split of the same cache): the
 FP32 and INT8 IR are scored side by side (classifier: accuracy, macro-F1 and how often the two agree on the

@@ -25,7 +25,8 @@ FEATURES_LAYER = "features"
 # the channel-attention MLPs of CBAM and SE. They act on globally pooled (N, C) vectors, where one per-tensor
 # INT8 scale flattens the small differences between channels that the gate is made of. With every layer INT8
 # the shipped classifier agreed with FP32 on 92% of its held-out calls (90% for the fold-4 model on fold 4);
-# with these FP32, 98% (with export's full bias correction), at no measurable speed cost (<0.1% of FLOPs). Keras 3 suffixes the names in the converted graph ("..._fc1_1/MatMul").
+# with these FP32, 98% (with export's full bias correction), at no measurable speed cost (<0.1% of FLOPs).
+# Keras 3 suffixes the names in the converted graph ("..._fc1_1/MatMul").
 INT8_KEEP_FP32 = (r".*_att_ca_(fc1|fc2|add|sigmoid)(_\d+)?/.*", r".*_att_fc[12](_\d+)?/.*")
 
 
