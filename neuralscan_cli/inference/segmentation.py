@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -67,17 +67,39 @@ class SegmentSummary:
 
 # ------------------------------------------------------------------------------------------------ inputs
 
-def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -> tuple[list[Path], Path, int]:
-    """(scan files, their common root, number of non-scan files ignored) for files and folders.
+def _walk_files(folder: str, exclude: str | None) -> Iterator[str]:
+    """Files under `folder`, recursively, in the order `sorted(Path(folder).rglob("*"))` gives (a Path sorts
+    by its parts: siblings by name, files and folders alike), as plain strings: a Path object costs ~0.5 KB,
+    which over an archive of files listed up front would grow `classify`'s memory with the number of files.
+    Like rglob, symlinked folders are not entered; hidden files and anything under `exclude` are left out."""
+    try:
+        with os.scandir(folder) as it:
+            items = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    for e in items:
+        if exclude is not None and (e.path == exclude or e.path.startswith(exclude + os.sep)):
+            continue
+        try:
+            if e.is_dir(follow_symlinks=False):
+                yield from _walk_files(e.path, exclude)
+            elif not e.name.startswith(".") and e.is_file():
+                yield e.path
+        except OSError:
+            continue
 
-    Folders are walked recursively (hidden files and anything under `exclude` left out); a file named
-    explicitly is always taken, whatever its format (a bad one fails later, with its reason). Raises
-    NeuralScanError for a missing path or when no scan file is found.
+
+def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -> tuple[list[str], Path, int]:
+    """(scan file paths as strings, their common root, number of non-scan files ignored) for files and folders.
+
+    Folders are walked recursively (hidden files and anything under `exclude` left out) in sorted order; a
+    file named explicitly is always taken, whatever its format (a bad one fails later, with its reason).
+    Raises NeuralScanError for a missing path or when no scan file is found.
     """
     from ..io import is_scan_file
 
-    exclude = Path(exclude).resolve() if exclude is not None else None
-    files: list[Path] = []
+    exclude = str(Path(exclude).resolve()) if exclude is not None else None
+    files: list[str] = []
     roots: list[str] = []
     ignored = 0
     for p in map(Path, paths):
@@ -86,18 +108,14 @@ def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -
         p = p.resolve()
         if p.is_dir():
             roots.append(str(p))
-            for f in sorted(p.rglob("*")):
-                if not f.is_file() or f.name.startswith("."):
-                    continue
-                if exclude is not None and (f == exclude or exclude in f.parents):
-                    continue
+            for f in _walk_files(str(p), exclude):
                 if is_scan_file(f):
                     files.append(f)
                 else:
                     ignored += 1
         else:
             roots.append(str(p.parent))
-            files.append(p)
+            files.append(str(p))
     files = list(dict.fromkeys(files))  # a file reached twice is segmented once
     if not files:
         raise NeuralScanError(f"no scan files found in {', '.join(map(str, paths))}")
@@ -114,9 +132,12 @@ def _strip_extension(name: str) -> str:
     return name  # e.g. a DICOM file named by its UID: keep the whole name
 
 
-def output_names(files: Sequence[Path], root: Path) -> dict[Path, str]:
-    """A unique output stem per file: its path relative to `root`, without the scan extension."""
-    rel = {f: f.relative_to(root) if root in f.parents else Path(f.name) for f in files}
+def output_names(files: Sequence[str | Path], root: Path) -> dict:
+    """A unique output stem per file (keyed as given): its path relative to `root`, without the scan extension."""
+    rel = {}
+    for f in files:
+        fp = Path(f)
+        rel[f] = fp.relative_to(root) if root in fp.parents else Path(fp.name)
     stems = {f: (r.parent / _strip_extension(r.name)).as_posix() for f, r in rel.items()}
     counts: dict[str, int] = {}
     for s in stems.values():
@@ -444,7 +465,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                               "threshold": float(threshold), "min_component": float(min_component),
                               "gate": None if tumour_gate is None else str(Path(tumour_gate.bundle.root).resolve())})
     done = _read_done(out_dir / MEASUREMENTS)
-    todo = [f for f in files if str(f) not in done]
+    todo = [f for f in files if f not in done]
     summary = SegmentSummary(out_dir, model=bundle.name, engine=runner.engine, n_files=len(files),
                              n_resumed=len(files) - len(todo), n_ignored=ignored)
     if on_total:
@@ -452,7 +473,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     min_pixels = bundle.min_component_pixels(min_component)
 
     new_file = not (out_dir / MEASUREMENTS).is_file() or (out_dir / MEASUREMENTS).stat().st_size == 0
-    err_fh, err_writer = _open_errors(out_dir, {str(f) for f in todo})
+    err_fh, err_writer = _open_errors(out_dir, set(todo))
     with open(out_dir / MEASUREMENTS, "a", newline="") as out_fh, err_fh:
         if new_file:
             csv.writer(out_fh).writerow(FIELDS)
@@ -506,7 +527,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
         n_pending = 0
         for f in todo:
             try:
-                job = prepare_scan(f, names[f], config)
+                job = prepare_scan(Path(f), names[f], config)
             except Exception as exc:  # noqa: BLE001 -- unreadable, corrupt, empty: reported and skipped
                 failed(f, exc)
                 advance()

@@ -40,7 +40,7 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -220,7 +220,8 @@ class _Output:
             for r in rows:
                 fh.write(json.dumps({c: r[c] for c in self.cols}, default=_json_default) + "\n")
 
-    def open(self, retried: set[str]):
+    def open(self, retried: Sequence[str]):
+        """Open the outputs for appending; `retried`: the files this run tries (their earlier errors go)."""
         new = not self.path.is_file() or self.path.stat().st_size == 0
         self.fh = open(self.path, "a", newline="", encoding="utf-8")
         if new and self.fmt == "csv":
@@ -229,6 +230,7 @@ class _Output:
         self.done_fh = open(self.done_path, "a", encoding="utf-8")
         kept: list[list[str]] = []
         if self.errors_path.is_file():  # earlier failures of files not tried again now stay listed
+            retried = set(retried)
             with open(self.errors_path, newline="", encoding="utf-8") as fh:
                 kept = [r for r in list(csv.reader(fh))[1:] if r and r[0] not in retried]
         self.err_fh = open(self.errors_path, "w", newline="", encoding="utf-8")
@@ -259,7 +261,7 @@ class _Output:
 
 @dataclass
 class _File:
-    path: Path
+    path: str
     name: str
     slices: list[int] = field(default_factory=list)
     images: np.ndarray | None = None  # uint8 (n, S, S), dropped once submitted
@@ -294,7 +296,7 @@ def _decode(entry: _File, config, seg_config) -> _File:
             entry.slices.append(int(s.slice_index))
         entry.images = np.stack(images)
         if seg_config is not None:
-            entry.seg_job = prepare_scan(entry.path, entry.name, seg_config)
+            entry.seg_job = prepare_scan(Path(entry.path), entry.name, seg_config)
     except Exception as exc:  # noqa: BLE001 -- corrupt, empty, not a scan: reported and skipped
         entry.error = _error_text(entry.path, exc)
         entry.images = entry.seg_job = None
@@ -302,7 +304,7 @@ def _decode(entry: _File, config, seg_config) -> _File:
     return entry
 
 
-def _decoded(entries: Sequence[_File], pool: ThreadPoolExecutor, ahead: int, config, seg_config) -> Iterator[_File]:
+def _decoded(entries: Iterable[_File], pool: ThreadPoolExecutor, ahead: int, config, seg_config) -> Iterator[_File]:
     """Decoded files in input order, at most `ahead` in progress at once."""
     todo = iter(entries)
     futures: deque = deque()
@@ -426,7 +428,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     output = _Output(out, fmt, cols, tag)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = output.prepare(overwrite)
-    todo = [f for f in files if str(f) not in done]
+    todo = [f for f in files if f not in done]
     summary = ClassifySummary(out, output.errors_path, model=bundle.name, engine=runner.engine,
                               n_files=len(files), n_resumed=len(files) - len(todo), n_ignored=ignored,
                               batch_size=batch_size, workers=workers)
@@ -435,7 +437,10 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     if on_total:
         on_total(len(todo))
     names = output_names(files, root) if seg_runner is not None else {}
-    entries = [_File(f, names.get(f, "")) for f in todo]
+    # a file's record is made when decoding reaches it and dropped once written, so the run holds a few
+    # dozen records, not one per file listed (a long run must not grow with the archive)
+    entries = (_File(f, names.get(f, "")) for f in todo)
+    n_todo = len(todo)
     del files, done
     min_pixels = 0
     if seg_dir is not None:
@@ -506,7 +511,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         entry.probs = entry.seg_job = None
         finished += 1
         if on_progress:
-            on_progress(finished, len(entries), summary.n_slices)
+            on_progress(finished, n_todo, summary.n_slices)
 
     scorer = (_AsyncScorer if is_openvino and hasattr(runner, "compiled") else _SyncScorer)(runner, on_done)
     summary.infer_requests = scorer.n_requests
@@ -530,7 +535,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
                     return
             emit(pending.popleft())
 
-    output.open({str(e.path) for e in entries})
+    output.open(todo)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     seg_config = seg_bundle.preprocessing if seg_bundle is not None else None
     try:
@@ -576,7 +581,7 @@ def decode_only(paths: Sequence[str | Path], config, *, workers: int | None = No
     t0 = time.perf_counter()
     files, _root, _ignored = find_scans(paths)
     workers = int(workers or min(4, os.cpu_count() or 1))
-    entries = [_File(f, "") for f in files]
+    entries = (_File(f, "") for f in files)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     n = 0
     try:

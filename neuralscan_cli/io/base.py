@@ -5,6 +5,7 @@ preprocessing pipeline only ever calls `read_scan(path)`.
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,9 +105,10 @@ def is_scan_file(path: str | Path) -> bool:
     The signature check catches DICOM files saved without an extension (or with a UID as the "extension"),
     which is how most scanners and PACS exports name them.
     """
-    path = Path(path)
-    if _extension_of(path) in supported_extensions():
+    name = os.path.basename(path).lower()  # a str test first: no Path object per file of a big archive
+    if any(name.endswith(ext) for ext in supported_extensions()):
         return True
+    path = Path(path)
     try:
         if not path.is_file():
             return False

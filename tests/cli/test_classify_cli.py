@@ -319,3 +319,28 @@ def test_with_segmentation_a_gated_segmenter_follows_the_classifier(work, tmp_pa
     meta["postprocessing"] = {"gate": "bundled"}
     (seg / "model.json").write_text(json.dumps(meta))
     assert present("gated") == ["false", "false"]
+
+
+def test_listing_is_sorted_like_paths_and_skips_hidden_and_excluded(tmp_path):
+    """find_scans walks with os.scandir and keeps plain strings (memory); its order must stay that of
+    sorted(Path.rglob): by path parts, so "a/x.png" comes before "a-b/x.png" although "-" sorts before "/"."""
+    from neuralscan_cli.inference.segmentation import find_scans
+
+    root = tmp_path / "tree"
+    names = ["a/x.png", "a-b/x.png", "a.png", "a/b/c.dcm", "B.png", "a/.hidden.png", "z/note.txt",
+             ".cache/y.png", "out/skip.png"]
+    for n in names:
+        (root / n).parent.mkdir(parents=True, exist_ok=True)
+        (root / n).write_bytes(b"x")
+    (root / "link").symlink_to(root / "a", target_is_directory=True)  # rglob does not enter symlinked folders
+    files, found_root, ignored = find_scans([root], exclude=root / "out")
+    assert all(isinstance(f, str) for f in files)
+    expected = [str(p) for p in sorted(root.resolve().rglob("*")) if p.is_file() and not p.name.startswith(".")
+                and p.suffix in (".png", ".dcm") and "out" not in p.parts]
+    assert files == expected
+    assert files == [str(root.resolve() / n) for n in [".cache/y.png", "B.png", "a/b/c.dcm", "a/x.png", "a-b/x.png",
+                                                       "a.png"]]
+    assert ignored == 1 and found_root == root.resolve()
+    # a file named twice (directly and through its folder) is listed once
+    again, _, _ = find_scans([root / "a", root / "a" / "x.png"])
+    assert again == [str(root.resolve() / "a/b/c.dcm"), str(root.resolve() / "a/x.png")]
