@@ -79,11 +79,12 @@ PER_SCAN_TABLE_MAX = 25  # small runs (the demo, a few files) also get one line 
 def _print_scans(s) -> None:
     """One line per scored slice, read back from the results file (small runs only; CSV output)."""
     import csv
+    import itertools
 
     if s.out.suffix.lower() != ".csv" or not s.out.is_file():
         return
-    with open(s.out, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    with open(s.out, newline="") as fh:  # one row past the limit is enough to know: an archive is not loaded
+        rows = list(itertools.islice(csv.DictReader(fh), PER_SCAN_TABLE_MAX + 1))
     if not rows or len(rows) > PER_SCAN_TABLE_MAX:
         return
     seg = "tumor_present" in rows[0]
