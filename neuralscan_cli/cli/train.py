@@ -72,3 +72,8 @@ def train(
     table.add_row(str(result.best_epoch), f"{result.best_score:.4f}", str(result.epochs_run),
                   f"{result.train_images_per_second:.1f}", f"{result.seconds / 60:.1f} min")
     console.print(table)
+    avg = result.weight_average
+    if avg:
+        console.print(f"The bundle holds the average of epochs {avg['first_epoch']}-{result.epochs_run} "
+                      f"({avg['epochs_averaged']} epochs): {result.monitor} {avg['val'][result.monitor]:.4f} "
+                      f"(best single epoch {avg['best_epoch_val'][result.monitor]:.4f})")

@@ -1,8 +1,8 @@
 """The fit loop glue: config -> data -> model -> fit with checkpoints -> a run folder that is a model bundle.
 
-A run folder holds: config.yaml (resolved), history.csv and history.png, model.keras (best epoch),
-model.json (the bundle metadata every other command reads), provenance.json, and checkpoints/ (last epoch
-with optimizer state, for --resume).
+A run folder holds: config.yaml (resolved), history.csv and history.png, model.keras (best epoch, or the
+average of the last epochs' weights when train.average_last is set), model.json (the bundle metadata every
+other command reads), provenance.json, and checkpoints/ (last epoch with optimizer state, for --resume).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ class TrainResult:
     epochs_run: int
     seconds: float
     train_images_per_second: float
+    weight_average: dict | None = None  # set when the bundle holds the average of the last epochs' weights
 
 
 def _select(cache, split: str, task: str) -> np.ndarray:
@@ -65,7 +66,7 @@ class _EpochEnd:
     """Validation score, best/last checkpoints, history, early stopping: one Keras callback."""
 
     def __init__(self, keras, *, run_dir: Path, val_ds, val_targets, task: str, monitor_patience: int,
-                 state: dict, n_train: int, on_epoch: Callable[[dict], None] | None):
+                 state: dict, n_train: int, on_epoch: Callable[[dict], None] | None, average_from: int = 0):
         self.keras = keras
         self.run_dir = run_dir
         self.val_ds = val_ds
@@ -75,6 +76,7 @@ class _EpochEnd:
         self.state = state
         self.n_train = n_train
         self.on_epoch = on_epoch
+        self.average_from = average_from  # 1-based first epoch whose weights join the average; 0 = none
 
     def callback(self):
         outer = self
@@ -122,13 +124,40 @@ class _EpochEnd:
             st["best_score"], st["best_epoch"] = scores[monitor], epoch + 1
             model.save_weights(str(self.run_dir / "checkpoints" / "best.weights.h5"))
         st["epoch"] = epoch + 1
+        if self.average_from and epoch + 1 >= self.average_from:
+            _accumulate_average(self.run_dir / "checkpoints" / "average.npz", model.get_weights(), epoch + 1)
         model.save(str(self.run_dir / "checkpoints" / "last.keras"))
         (self.run_dir / "checkpoints" / "state.json").write_text(json.dumps(st, indent=1))
         _write_history(self.run_dir, st["history"])
         if self.on_epoch:
             self.on_epoch(row | {"best": improved, "monitor": monitor})
-        if epoch + 1 - st["best_epoch"] >= self.patience:
+        if epoch + 1 - st["best_epoch"] >= self.patience and not (self.average_from and epoch + 1 >= self.average_from):
+            # no early stop inside the averaging window: its epochs are the ones the averaged model is made of
             model.stop_training = True
+
+
+def _accumulate_average(path: Path, weights: list, epoch: int) -> None:
+    """Running mean of the weights over epochs (stochastic weight averaging on the schedule's low-LR tail),
+    kept on disk so that --resume continues it. An epoch already counted (a resumed run) is not added twice."""
+    if path.is_file():
+        with np.load(path) as z:
+            count, last = int(z["count"]), int(z["epoch"])
+            mean = [z[f"w{i}"] for i in range(len(weights))]
+        if epoch <= last:
+            return
+        mean = [m + (np.asarray(w, np.float64) - m) / (count + 1) for m, w in zip(mean, weights)]
+        count += 1
+    else:
+        mean, count = [np.asarray(w, np.float64) for w in weights], 1
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, count=count, epoch=epoch, **{f"w{i}": m for i, m in enumerate(mean)})
+    tmp.replace(path)
+
+
+def _load_average(path: Path) -> tuple[list, int]:
+    with np.load(path) as z:
+        n = sum(1 for k in z.files if k.startswith("w"))
+        return [z[f"w{i}"] for i in range(n)], int(z["count"])
 
 
 def _current_lr(model) -> float:
@@ -291,9 +320,11 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
         on_start({"accel": accel, "n_train": len(x_tr), "n_val": len(x_va), "classes": classes,
                   "params": int(model.count_params()), "steps_per_epoch": steps})
 
+    average_last = int(t.get("average_last") or 0)
     epoch_end = _EpochEnd(keras, run_dir=run_dir, val_ds=val_ds, val_targets=val_targets, task=task,
                           monitor_patience=int(t["patience"]), state=state,
-                          n_train=min(len(x_tr), steps * bs), on_epoch=on_epoch)
+                          n_train=min(len(x_tr), steps * bs), on_epoch=on_epoch,
+                          average_from=epochs - average_last + 1 if average_last else 0)
     freeze = int(t.get("freeze_epochs") or 0) if _has_backbone(model) else 0
     start = int(state["epoch"])
     if freeze and start < freeze:
@@ -313,6 +344,15 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     set_precision("fp32")
     best = _build_model(cfg, len(classes))
     best.load_weights(str(ckpt / "best.weights.h5"))
+    averaged = None
+    if average_last and (ckpt / "average.npz").is_file():
+        # the averaged weights replace the best epoch's: chosen by the config, not by peeking at validation.
+        # Batch-norm statistics are averaged with the rest (the epochs share the low-LR basin, so they agree)
+        weights, count = _load_average(ckpt / "average.npz")
+        best_epoch_score = epoch_end._score(best)
+        best.set_weights([w.astype(v.dtype) for w, v in zip(weights, best.get_weights())])
+        averaged = {"epochs_averaged": count, "first_epoch": epochs - average_last + 1,
+                    "val": epoch_end._score(best), "best_epoch_val": best_epoch_score}
     best.save(str(run_dir / "model.keras"))
     # weights + the registry architecture load in Keras 2 and 3 alike; a .keras file does not cross versions
     best.save_weights(str(run_dir / "model.weights.h5"))
@@ -333,7 +373,10 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
         "wall_seconds": round(wall, 1), "epochs_run": int(state["epoch"]), "best_epoch": int(state["best_epoch"]),
         "train_images_per_second_median": float(np.median(ips)) if ips else None,
         "params": int(best.count_params()), "best_epoch_row": best_row,
+        "weights": "average of the last epochs" if averaged else "best epoch",
     }
+    if averaged:
+        provenance["weight_average"] = averaged
     (run_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
     meta = new_bundle_meta(task=task, classes=classes, size=size, preprocessing={**cache.info["preprocessing"],
                            "size": size}, name=run_dir.name, architecture=cfg["model"]["name"],
@@ -345,7 +388,7 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     meta["metrics"] = {"val": metrics}
     (run_dir / "model.json").write_text(json.dumps(meta, indent=2, default=str))
     return TrainResult(run_dir, int(state["best_epoch"]), float(state["best_score"]), monitor, int(state["epoch"]),
-                       wall, provenance["train_images_per_second_median"] or 0.0)
+                       wall, provenance["train_images_per_second_median"] or 0.0, averaged)
 
 
 def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:

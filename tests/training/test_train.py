@@ -124,6 +124,40 @@ def test_training_lowers_loss_and_writes_a_bundle(small_cache, tmp_path):
     assert 1 <= result.best_epoch <= 5
 
 
+def test_running_weight_average_is_the_mean_and_skips_a_counted_epoch(tmp_path):
+    from neuralscan_cli.training.loop import _accumulate_average, _load_average
+
+    path = tmp_path / "average.npz"
+    seen = [[np.full((2, 3), float(e)), np.array([e, -e], np.float32)] for e in (1, 2, 6)]
+    for epoch, w in enumerate(seen, start=4):
+        _accumulate_average(path, w, epoch)
+    _accumulate_average(path, [np.zeros((2, 3)), np.zeros(2)], 6)  # epoch 6 again (a resumed run): ignored
+    mean, count = _load_average(path)
+    assert count == 3
+    assert np.allclose(mean[0], 3.0) and np.allclose(mean[1], [3.0, -3.0])
+
+
+def test_average_last_ships_the_averaged_weights(small_cache, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(small_cache, out, **{"train.epochs": 3, "train.average_last": 2, "train.patience": 1}))
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["weights"] == "average of the last epochs"
+    assert prov["weight_average"]["epochs_averaged"] == 2 and prov["weight_average"]["first_epoch"] == 2
+    # patience 1 would have stopped a run that did not improve; the averaging window is always run out
+    assert prov["epochs_run"] == 3
+    import keras
+
+    from neuralscan_cli.training.loop import _load_average
+
+    shipped = keras.models.load_model(str(out / "model.keras"), compile=False).get_weights()
+    mean, _ = _load_average(out / "checkpoints" / "average.npz")
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(shipped, mean))
+    last = keras.models.load_model(str(out / "checkpoints" / "last.keras"), compile=False).get_weights()
+    assert not all(np.allclose(a, b) for a, b in zip(shipped, last))
+    with pytest.raises(ConfigError, match="average_last"):
+        _cfg(small_cache, out, **{"train.epochs": 3, "train.average_last": 4})
+
+
 def test_resume_continues_from_last_checkpoint(small_cache, tmp_path):
     out = tmp_path / "run"
     train(_cfg(small_cache, out, **{"train.epochs": 2}))
