@@ -344,15 +344,16 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     set_precision("fp32")
     best = _build_model(cfg, len(classes))
     best.load_weights(str(ckpt / "best.weights.h5"))
+    best_row = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])
     averaged = None
     if average_last and (ckpt / "average.npz").is_file():
         # the averaged weights replace the best epoch's: chosen by the config, not by peeking at validation.
         # Batch-norm statistics are averaged with the rest (the epochs share the low-LR basin, so they agree)
         weights, count = _load_average(ckpt / "average.npz")
-        best_epoch_score = epoch_end._score(best)
         best.set_weights([w.astype(v.dtype) for w, v in zip(weights, best.get_weights())])
         averaged = {"epochs_averaged": count, "first_epoch": epochs - average_last + 1,
-                    "val": epoch_end._score(best), "best_epoch_val": best_epoch_score}
+                    "val": epoch_end._score(best),
+                    "best_epoch_val": {k: v for k, v in best_row.items() if k.startswith("val_")}}
     best.save(str(run_dir / "model.keras"))
     # weights + the registry architecture load in Keras 2 and 3 alike; a .keras file does not cross versions
     best.save_weights(str(run_dir / "model.weights.h5"))
@@ -360,7 +361,6 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     hist = state["history"]
     ips = [r["train_images_per_second"] for r in hist[1:]] or [r["train_images_per_second"] for r in hist]
     monitor = MONITOR[task]
-    best_row = next(r for r in hist if r["epoch"] == state["best_epoch"])
     metrics = _final_metrics(best, val_ds, val_targets, classes, task,
                              [cache.classes[i] for i in label_va] if task == "classify" else None)
     provenance = {
