@@ -139,12 +139,13 @@ def test_running_weight_average_is_the_mean_and_skips_a_counted_epoch(tmp_path):
 
 def test_average_last_ships_the_averaged_weights(small_cache, tmp_path):
     out = tmp_path / "run"
-    train(_cfg(small_cache, out, **{"train.epochs": 3, "train.average_last": 2, "train.patience": 1}))
+    # patience 0 stops any run after its first epoch, except inside the averaging window (here: every epoch)
+    train(_cfg(small_cache, out, **{"train.epochs": 3, "train.average_last": 3, "train.patience": 0}))
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["weights"] == "average of the last epochs"
-    assert prov["weight_average"]["epochs_averaged"] == 2 and prov["weight_average"]["first_epoch"] == 2
-    # patience 1 would have stopped a run that did not improve; the averaging window is always run out
+    assert prov["weight_average"]["epochs_averaged"] == 3 and prov["weight_average"]["first_epoch"] == 1
     assert prov["epochs_run"] == 3
+    assert set(prov["weight_average"]["best_epoch_val"]) == {"val_accuracy", "val_macro_f1"}
     import keras
 
     from neuralscan_cli.training.loop import _load_average
