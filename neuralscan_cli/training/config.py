@@ -16,7 +16,7 @@ DEFAULTS: dict = {
     "train": {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "learning_rate": 0.002, "weight_decay": 1e-4,
               "schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1, "class_weights": True,
               "patience": 8, "freeze_epochs": 0, "fine_tune_lr_factor": 0.1, "fine_tune_from": 0.0,
-              "loss": "dice_bce", "max_steps_per_epoch": 0, "average_last": 0},
+              "loss": "dice_bce", "max_steps_per_epoch": 0, "average_last": 0, "mask_weight": 0.0},
     "augment": {"flip_lr": True, "flip_ud": False, "rotation_deg": 15.0, "zoom": 0.1, "shift": 0.08,
                 "brightness": 0.1, "contrast": 0.15, "gamma": 0.2, "noise_std": 0.02},
     "runtime": {"seed": 42, "precision": "fp32", "intra_op_threads": 0, "inter_op_threads": 0, "itex": True},
@@ -98,6 +98,10 @@ def validate(cfg: dict) -> dict:
             raise ConfigError(f"train.{k} must be a positive whole number, got {t[k]!r}")
     if not isinstance(t["average_last"], int) or not 0 <= t["average_last"] <= t["epochs"]:
         raise ConfigError(f"train.average_last must be a whole number from 0 to train.epochs, got {t['average_last']!r}")
+    if not isinstance(t["mask_weight"], (int, float)) or isinstance(t["mask_weight"], bool) or t["mask_weight"] < 0:
+        raise ConfigError(f"train.mask_weight must be a number >= 0, got {t['mask_weight']!r}")
+    if t["mask_weight"] and cfg["task"] != "classify":
+        raise ConfigError("train.mask_weight is for classifiers (a segmenter's loss is all mask already)")
     if not float(t["learning_rate"]) > 0:
         raise ConfigError("train.learning_rate must be > 0")
     size = cfg["model"]["input_size"]

@@ -88,6 +88,13 @@ class _EpochEnd:
             def on_epoch_end(self, epoch, logs=None):
                 outer._epoch_end(self.model, epoch, dict(logs or {}))
 
+            def set_model(self, model):
+                super().set_model(model)
+                from ..models.heads import classifier_of
+
+                # with a mask head, the classifier (shared layers) is what is scored, checkpointed and shipped
+                outer.net = classifier_of(model)
+
         return Callback()
 
     def _score(self, model) -> dict:
@@ -110,12 +117,13 @@ class _EpochEnd:
                 "val_dice": float(d[tumour].mean()) if tumour.any() else float("nan"),
                 "val_empty_correct": float(d[~tumour].mean()) if (~tumour).any() else float("nan")}
 
-    def _epoch_end(self, model, epoch: int, logs: dict):
+    def _epoch_end(self, training_model, epoch: int, logs: dict):
         train_seconds = time.perf_counter() - self._t0
+        model = self.net
         scores = self._score(model)
         monitor = MONITOR[self.task]
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, **scores,
-               "lr": float(_current_lr(model)), "train_seconds": round(train_seconds, 2),
+               "lr": float(_current_lr(training_model)), "train_seconds": round(train_seconds, 2),
                "train_images_per_second": round(self.n_train / max(train_seconds, 1e-9), 2)}
         st = self.state
         st["history"].append(row)
@@ -126,14 +134,14 @@ class _EpochEnd:
         st["epoch"] = epoch + 1
         if self.average_from and epoch + 1 >= self.average_from:
             _accumulate_average(self.run_dir / "checkpoints" / "average.npz", model.get_weights(), epoch + 1)
-        model.save(str(self.run_dir / "checkpoints" / "last.keras"))
+        training_model.save(str(self.run_dir / "checkpoints" / "last.keras"))
         (self.run_dir / "checkpoints" / "state.json").write_text(json.dumps(st, indent=1))
         _write_history(self.run_dir, st["history"])
         if self.on_epoch:
             self.on_epoch(row | {"best": improved, "monitor": monitor})
         if epoch + 1 - st["best_epoch"] >= self.patience and not (self.average_from and epoch + 1 >= self.average_from):
             # no early stop inside the averaging window: its epochs are the ones the averaged model is made of
-            model.stop_training = True
+            training_model.stop_training = True
 
 
 def _accumulate_average(path: Path, weights: list, epoch: int) -> None:
@@ -289,8 +297,10 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
         # inverse frequency of the cache's labels: a partial label weighs as one more class
         weights = class_weights(label_tr, len(cache.classes))[label_tr]
     bs = int(t["batch_size"])
+    mask_weight = float(t.get("mask_weight") or 0.0)
+    mask_args = _mask_targets(cache, tr_idx) if mask_weight else {}
     train_ds = make_dataset(x_tr, y_tr, task=task, num_classes=len(classes), batch_size=bs, input_size=size,
-                            training=True, augment=cfg["augment"], sample_weights=weights, seed=seed)
+                            training=True, augment=cfg["augment"], sample_weights=weights, seed=seed, **mask_args)
     val_ds = make_dataset(x_va, y_va, task=task, num_classes=len(classes), batch_size=64, input_size=size,
                           training=False)
     val_targets = y_va if task == "classify" else _resize_masks(y_va, size)
@@ -313,12 +323,24 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
         init_from = cfg["model"].get("init_from")
         if init_from and task == "segment":
             _init_encoder(model, init_from)
+        if mask_weight:
+            from ..models.heads import with_mask_head
+
+            try:
+                model = with_mask_head(model)
+            except ValueError as exc:
+                raise TrainError(str(exc)) from None
         _compile(model, cfg, steps * epochs, steps, task)
+    if task == "classify" and (len(model.outputs) == 2) != bool(mask_weight):
+        raise TrainError(f"{run_dir}: the checkpoint {'has' if len(model.outputs) == 2 else 'has no'} mask head; "
+                         "resume with the run's own train.mask_weight")
     save_config(cfg, run_dir / "config.yaml")
     accel = acceleration_info(rt["precision"])
     if on_start:
+        from ..models.heads import classifier_of
+
         on_start({"accel": accel, "n_train": len(x_tr), "n_val": len(x_va), "classes": classes,
-                  "params": int(model.count_params()), "steps_per_epoch": steps})
+                  "params": int(classifier_of(model).count_params()), "steps_per_epoch": steps})
 
     average_last = int(t.get("average_last") or 0)
     epoch_end = _EpochEnd(keras, run_dir=run_dir, val_ds=val_ds, val_targets=val_targets, task=task,
@@ -391,6 +413,19 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
                        wall, provenance["train_images_per_second_median"] or 0.0, averaged)
 
 
+def _mask_targets(cache, idx: np.ndarray) -> dict:
+    """Masks and mask-loss weights for mask-supervised classification: a figshare/Br35H mask where one exists,
+    an empty mask for a no-tumour image, and weight 0 (no mask loss) for a tumour image nobody outlined."""
+    if cache.masks is None:
+        raise TrainError(f"{cache.root}: train.mask_weight needs a cache with tumour masks (this one has none)")
+    masks = np.asarray(cache.masks[idx]).copy()
+    known = cache.has_mask[idx] | (np.array(cache.column("label"))[idx] == "no_tumor")
+    masks[~cache.has_mask[idx]] = 0
+    if not known.any():
+        raise TrainError(f"{cache.root}: train.mask_weight is set but no training image has a mask")
+    return {"masks": masks, "mask_weights": known.astype(np.float32)}
+
+
 def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     if masks.shape[1] == size:
         return masks
@@ -430,11 +465,15 @@ def _compile(model, cfg: dict, total_steps: int, warmup_unit: int, task: str, lr
     else:
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
     if task == "classify":
-        from .losses import SetCrossEntropy, set_accuracy
+        from .losses import SetCrossEntropy, set_accuracy, tumour_fraction_loss
 
         # = categorical cross-entropy with label smoothing on one-class targets; also takes partial labels
         loss = SetCrossEntropy(label_smoothing=float(t.get("label_smoothing") or 0.0))
-        model.compile(optimizer=opt, loss=loss, metrics=[set_accuracy])
+        if len(model.outputs) == 2:  # with the auxiliary mask head (train.mask_weight)
+            model.compile(optimizer=opt, loss=[loss, tumour_fraction_loss],
+                          loss_weights=[1.0, float(t["mask_weight"])], metrics=[[set_accuracy], []])
+        else:
+            model.compile(optimizer=opt, loss=loss, metrics=[set_accuracy])
     else:
         from .losses import LOSSES
 

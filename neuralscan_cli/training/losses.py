@@ -39,6 +39,16 @@ def focal_tversky_loss(y_true, y_pred, alpha=0.7, gamma=0.75):
     return tf.pow(1.0 - tversky, gamma)
 
 
+@keras.saving.register_keras_serializable(package="neuralscan")
+def tumour_fraction_loss(y_true, y_pred):
+    """Dice + BCE between a coarse (N, h, w, 1) prediction and the fraction of each cell of the full-size
+    (N, S, S, 1) mask that is tumour (S a multiple of h): the loss of the classifier's auxiliary mask head."""
+    h, w = tf.shape(y_pred)[1], tf.shape(y_pred)[2]
+    cell = tf.shape(y_true)[1] // h
+    cells = tf.reshape(tf.cast(y_true, tf.float32), [-1, h, cell, w, cell])
+    return dice_bce_loss(tf.reduce_mean(cells, axis=[2, 4]), y_pred)
+
+
 LOSSES = {"dice_bce": dice_bce_loss, "focal_tversky": focal_tversky_loss}
 
 

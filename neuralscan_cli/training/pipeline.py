@@ -54,30 +54,40 @@ def _intensity(tf, x, aug: dict, rand, normal):
 
 def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_classes: int, batch_size: int,
                  input_size: int, training: bool, augment: dict | None = None, sample_weights: np.ndarray | None = None,
-                 seed: int = 42):
+                 seed: int = 42, masks: np.ndarray | None = None, mask_weights: np.ndarray | None = None):
     """A batched, prefetched tf.data pipeline.
 
     images_u8: (N, S, S) uint8 from the cache; targets: class indices or (N, K) 0/1 sets of allowed classes
     (classify), or (N, S, S) 0/1 masks (segment). Yields (x float32 (B, s, s, 1) in [0, 1], y[, w]) with s = input_size.
+
+    Mask-supervised classification (masks given with task "classify"): the (N, S, S) masks are transformed with
+    their images and the batch is (x, (y, mask (B, S, S, 1)), (w, mask_weights)), mask_weights being 0 where
+    an image has no mask truth (see losses.tumour_fraction_loss).
     """
     import tensorflow as tf
 
     aug = dict(augment or {})
     size = int(images_u8.shape[1])
-    tensors = [images_u8, targets] + ([sample_weights.astype(np.float32)] if sample_weights is not None else [])
-    ds = tf.data.Dataset.from_tensor_slices(tuple(tensors))
+    with_masks = masks is not None and task == "classify"
+    n = len(images_u8)
+    element = {"x": images_u8, "y": targets}
+    if sample_weights is not None or with_masks:
+        element["w"] = (np.ones(n, np.float32) if sample_weights is None else sample_weights.astype(np.float32))
+    if with_masks:
+        element["m"] = masks
+        element["mw"] = (np.ones(n, np.float32) if mask_weights is None else mask_weights.astype(np.float32))
+    ds = tf.data.Dataset.from_tensor_slices(element)
     if training:
-        ds = ds.shuffle(min(len(images_u8), 4096), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(n, 4096), seed=seed, reshuffle_each_iteration=True)
     # training drops the ragged last batch: a batch of one or two makes BatchNorm statistics meaningless
     # (and crashed TF 2.15 + oneDNN here on some sizes)
-    ds = ds.batch(batch_size, drop_remainder=training and len(images_u8) >= batch_size)
+    ds = ds.batch(batch_size, drop_remainder=training and n >= batch_size)
     # stateless random ops seeded by a per-batch key from a seeded stream: the same seed gives the same
     # augmentation in every run however the parallel map schedules batches, and each epoch differs
     keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip((ds, keys)).map(lambda batch, key: (*batch, key))
+    ds = tf.data.Dataset.zip((ds, keys))
 
-    def to_batch(x, y, *rest):
-        *w, key = rest
+    def to_batch(batch, key):
         calls = [0]
 
         def next_seed():
@@ -90,25 +100,33 @@ def make_dataset(images_u8: np.ndarray, targets: np.ndarray, *, task: str, num_c
         def normal(shape):
             return tf.random.stateless_normal(shape, seed=next_seed())
 
-        x = tf.cast(x, tf.float32)[..., None] / 255.0
+        x = tf.cast(batch["x"], tf.float32)[..., None] / 255.0
+        y = batch["y"]
         if task == "segment":
             y = tf.cast(y, tf.float32)[..., None]
         elif len(y.shape) == 2:  # (B, K) sets of allowed classes (data.labels), used as they are
             y = tf.cast(y, tf.float32)
         else:
             y = tf.one_hot(tf.cast(y, tf.int32), num_classes)
+        m = tf.cast(batch["m"], tf.float32)[..., None] if with_masks else None
         if training and aug:
             b = tf.shape(x)[0]
-            m = _affine_matrices(tf, b, size, aug, rand)
-            x = _transform(tf, x, m, size, "BILINEAR")
+            mat = _affine_matrices(tf, b, size, aug, rand)
+            x = _transform(tf, x, mat, size, "BILINEAR")
             if task == "segment":
-                y = _transform(tf, y, m, size, "NEAREST")
+                y = _transform(tf, y, mat, size, "NEAREST")
+            if with_masks:
+                m = _transform(tf, m, mat, size, "NEAREST")
             x = _intensity(tf, x, aug, rand, normal)
         if input_size != size:
             x = tf.image.resize(x, [input_size, input_size], method="bilinear", antialias=True)
             if task == "segment":
                 y = tf.image.resize(y, [input_size, input_size], method="nearest")
-        return (x, y, *w)
+        if with_masks:
+            return x, (y, m), (batch["w"], batch["mw"])
+        if "w" in batch:
+            return x, y, batch["w"]
+        return x, y
 
     ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)  # seeded runs repeat exactly
     return ds.prefetch(tf.data.AUTOTUNE)

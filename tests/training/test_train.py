@@ -239,3 +239,62 @@ def test_bundle_with_weights_only_gives_the_same_predictions(small_cache, tmp_pa
     (out / "model.json").write_text(json.dumps(meta))
     rebuilt = make_runner(load_bundle(out), "keras").predict(x)
     np.testing.assert_allclose(rebuilt, full, atol=1e-5)
+
+
+def test_mask_supervised_batches_keep_masks_aligned_and_weighted():
+    """With masks, a classify batch is (x, (y, mask), (w, mask weight)); the mask moves with its image."""
+    img = np.zeros((4, 64, 64), np.uint8)
+    img[:, 10:30, 30:50] = 255
+    mask = (img > 0).astype(np.uint8)
+    aug = {"flip_lr": True, "rotation_deg": 20, "zoom": 0.1, "shift": 0.1}
+    ds = make_dataset(img, np.array([0, 1, 2, 3]), task="classify", num_classes=4, batch_size=4, input_size=64,
+                      training=True, augment=aug, seed=5, sample_weights=np.array([1, 2, 3, 4], np.float32),
+                      masks=mask, mask_weights=np.array([1, 0, 1, 0], np.float32))
+    x, (y, m), (w, mw) = next(iter(ds))
+    x, m = x.numpy()[..., 0], m.numpy()[..., 0]
+    assert not np.allclose(x, img / 255.0)  # something moved
+    assert ((x > 0.5) == (m > 0.5)).mean() > 0.98
+    assert y.shape == (4, 4) and m.shape == (4, 64, 64)
+    # the shuffle reorders rows: the class weight and the mask weight must travel with their image
+    order = np.argmax(y.numpy(), axis=1)
+    assert np.allclose(w.numpy(), np.array([1, 2, 3, 4])[order])
+    assert np.allclose(mw.numpy(), np.array([1, 0, 1, 0])[order])
+
+
+def test_tumour_fraction_loss_compares_cell_fractions():
+    from neuralscan_cli.training.losses import dice_bce_loss, tumour_fraction_loss
+
+    truth = np.zeros((1, 8, 8, 1), np.float32)
+    truth[0, 0:4, 0:2] = 1  # half of the top-left 4x4 cell
+    fractions = np.array([[0.5, 0.0], [0.0, 0.0]], np.float32).reshape(1, 2, 2, 1)
+    right = np.array([[0.5, 0.01], [0.01, 0.01]], np.float32).reshape(1, 2, 2, 1)
+    wrong = np.array([[0.01, 0.01], [0.01, 0.5]], np.float32).reshape(1, 2, 2, 1)
+    got = float(tumour_fraction_loss(truth, right)[0])
+    assert got == pytest.approx(float(dice_bce_loss(fractions, right)[0]), rel=1e-6)
+    assert got < float(tumour_fraction_loss(truth, wrong)[0])
+
+
+def test_mask_weight_trains_a_mask_head_and_ships_the_plain_classifier(small_cache, tmp_path):
+    import keras
+
+    from neuralscan_cli.models import create_model
+    from neuralscan_cli.training import TrainError
+
+    out = tmp_path / "run"
+    train(_cfg(small_cache, out, **{"train.epochs": 4, "train.mask_weight": 1.0, **NO_AUGMENT}))
+    hist = list(csv.DictReader(open(out / "history.csv")))
+    mask_loss = [float(r["aux_mask_loss"]) for r in hist]
+    assert mask_loss[-1] < mask_loss[0]  # the head learns where the tumour is
+    shipped = keras.models.load_model(str(out / "model.keras"), compile=False)
+    assert len(shipped.outputs) == 1 and not any(layer.name.startswith("aux_mask") for layer in shipped.layers)
+    plain = create_model("small_cnn", num_classes=4, input_size=64)
+    plain.load_weights(str(out / "model.weights.h5"))
+    x = DatasetCache.open(small_cache).load("val")[0][..., None]
+    assert np.allclose(plain.predict(x, verbose=0), shipped.predict(x, verbose=0), atol=1e-5)
+    # the checkpoint keeps the head, so a resume continues the same two-output training
+    train(_cfg(small_cache, out, **{"train.epochs": 5, "train.mask_weight": 1.0, **NO_AUGMENT}), resume=True)
+    assert [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))] == [1, 2, 3, 4, 5]
+    with pytest.raises(TrainError, match="mask head"):
+        train(_cfg(small_cache, out, **{"train.epochs": 6, **NO_AUGMENT}), resume=True)
+    with pytest.raises(ConfigError, match="mask_weight"):
+        _cfg(small_cache, out, **{"train.mask_weight": -1})
