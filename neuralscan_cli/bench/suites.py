@@ -305,6 +305,10 @@ def training_spec(classifier: str | None, *, quick: bool, arch: str | None = Non
                 spec = {"model": b.meta["architecture"], "size": b.size,
                         "options": dict(b.meta.get("architecture_options") or {}), "batch": batch,
                         "source": f"architecture of {b.name} ({b.root})"}
+                if spec["model"] == "ensemble":  # its members are trained one at a time: time the first
+                    first = spec["options"]["members"][0]
+                    spec.update(model=first["name"], options=dict(first.get("options") or {}),
+                                source=f"architecture of {b.name}'s first member ({b.root})")
         except BundleError as exc:
             spec["source"] = f"attention_cnn at 160 with default options ({exc})"
     if arch:

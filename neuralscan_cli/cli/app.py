@@ -34,6 +34,7 @@ def _register() -> None:
     from . import baseline  # noqa: F401
     from . import train  # noqa: F401
     from . import models  # noqa: F401
+    from . import ensemble  # noqa: F401
     from . import evaluate  # noqa: F401
     from . import segment  # noqa: F401
     from . import export  # noqa: F401

@@ -49,6 +49,14 @@ def grad_cam(keras_model, images01: np.ndarray, class_index=None, layer_name: st
     if x.ndim == 3:
         x = x[..., None]
     n, h, w = x.shape[:3]
+    from ..models.ensemble import member_models
+
+    members = member_models(keras_model)
+    if members and layer_name is None:
+        # an ensemble: the mean of its members' maps for the class the ensemble (not each member) predicts
+        if class_index is None:
+            class_index = np.asarray(keras_model.predict(x, batch_size=batch_size, verbose=0)).argmax(axis=1)
+        return np.mean([grad_cam(m, x, class_index, batch_size=batch_size) for m in members], axis=0)
     layer = find_gradcam_layer(keras_model, layer_name)
     # a model with auxiliary outputs is explained through its first (the class probabilities)
     # a single input is passed unwrapped: Keras 3 warns when a call's structure differs from the model's inputs

@@ -60,7 +60,7 @@ def model_options(name: str) -> dict:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def create_model(name: str, **options):
+def create_model(name: str, /, **options):
     """Build model `name` with `options` (the builder's keyword arguments); unknown options are an error."""
     entry = _entry(name)
     params = inspect.signature(entry.builder).parameters

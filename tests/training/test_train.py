@@ -298,3 +298,76 @@ def test_mask_weight_trains_a_mask_head_and_ships_the_plain_classifier(small_cac
         train(_cfg(small_cache, out, **{"train.epochs": 6, **NO_AUGMENT}), resume=True)
     with pytest.raises(ConfigError, match="mask_weight"):
         _cfg(small_cache, out, **{"train.mask_weight": -1})
+
+
+@pytest.fixture(scope="module")
+def two_runs(small_cache, tmp_path_factory):
+    """Two small classifiers that differ (seed, mask supervision), for the ensemble tests."""
+    tmp = tmp_path_factory.mktemp("members")
+    train(_cfg(small_cache, tmp / "a", **{"train.epochs": 2}))
+    train(_cfg(small_cache, tmp / "b", **{"train.epochs": 2, "runtime.seed": 7, "train.mask_weight": 1.0}))
+    return tmp / "a", tmp / "b"
+
+
+def test_ensemble_is_the_mean_of_its_members_in_an_ordinary_bundle(small_cache, two_runs, tmp_path):
+    from neuralscan_cli.evaluation.gradcam import grad_cam
+    from neuralscan_cli.inference import load_bundle
+    from neuralscan_cli.inference.runners import load_keras_model, make_runner
+    from neuralscan_cli.training.ensemble import build_ensemble
+
+    out = build_ensemble(list(two_runs), tmp_path / "ens")
+    x = DatasetCache.open(small_cache).load("val")[0]
+    members = [make_runner(load_bundle(r), "keras").predict(x) for r in two_runs]
+    assert not np.allclose(members[0], members[1], atol=1e-3)  # else the mean checks nothing
+    got = make_runner(load_bundle(out), "keras").predict(x)
+    assert np.allclose(got, (members[0] + members[1]) / 2, atol=1e-5)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["architecture"] == "ensemble" and meta["classes"] == CLASSES
+    assert [m["source"] for m in meta["training"]["members"]] == [str(r.resolve()) for r in two_runs]
+    assert (out / "members" / "member2" / "provenance.json").is_file()
+    # rebuilt from the registry and the weights file (how a bundle crosses Keras 2 and 3): same outputs
+    (out / "model.keras").unlink()
+    meta["files"]["keras"] = "model.weights.h5"
+    (out / "model.json").write_text(json.dumps(meta))
+    assert np.allclose(make_runner(load_bundle(out), "keras").predict(x), got, atol=1e-5)
+    # Grad-CAM of an ensemble: its members' maps for the ensemble's class, averaged
+    model = load_keras_model(load_bundle(out))
+    cls = got[:3].argmax(1)
+    cams = grad_cam(model, x[:3])
+    per_member = [grad_cam(load_keras_model(load_bundle(r)), x[:3], cls) for r in two_runs]
+    assert cams.shape == (3, 64, 64) and np.allclose(cams, np.mean(per_member, axis=0), atol=1e-4)
+
+
+def test_ensemble_rejects_members_that_do_not_fit(small_cache, two_runs, tmp_path):
+    import shutil
+
+    from neuralscan_cli.training.ensemble import EnsembleError, build_ensemble
+
+    with pytest.raises(EnsembleError, match="at least two"):
+        build_ensemble([two_runs[0]], tmp_path / "one")
+    other = tmp_path / "other"
+    shutil.copytree(two_runs[1], other)
+    meta = json.loads((other / "model.json").read_text())
+    meta["classes"] = list(reversed(meta["classes"]))
+    (other / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(EnsembleError, match="classes"):
+        build_ensemble([two_runs[0], other], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
+    r = CliRunner().invoke(app, ["ensemble", str(two_runs[0]), str(two_runs[1]), "--out", str(two_runs[0])])
+    assert r.exit_code == 2 and "is one of the members" in r.output and "Traceback" not in r.output
+
+
+def test_ensemble_exports_to_openvino_like_any_bundle(small_cache, two_runs, tmp_path):
+    from neuralscan_cli.export import export_bundle
+    from neuralscan_cli.inference import load_bundle
+    from neuralscan_cli.inference.runners import make_runner
+    from neuralscan_cli.training.ensemble import build_ensemble
+
+    out = build_ensemble(list(two_runs), tmp_path / "ens")
+    report = export_bundle(out, out, int8=True, calibration_size=8, max_drop_accuracy=1.0)
+    assert report.int8_path is not None and report.int8_path.is_file()
+    x = DatasetCache.open(small_cache).load("val")[0]
+    bundle = load_bundle(out)
+    keras_probs = make_runner(bundle, "keras").predict(x)
+    assert np.allclose(make_runner(bundle, "openvino-fp32").predict(x), keras_probs, atol=1e-4)
+    assert make_runner(bundle, "openvino-int8").predict(x).shape == keras_probs.shape
