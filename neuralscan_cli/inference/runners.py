@@ -76,7 +76,7 @@ def load_keras_model(bundle: ModelBundle):
             return keras.models.load_model(path, compile=False)
         except (OSError, ValueError, TypeError) as exc:
             # a .keras file does not load across Keras 2 and 3; the weights file plus the architecture does
-            if not weights.is_file():
+            if not weights.is_file() and not bundle.meta.get("files", {}).get("keras_members"):
                 raise BundleError(f"{path}: cannot load the Keras model ({one_line(str(exc))})") from None
     return _rebuild_from_weights(bundle, weights)
 
@@ -95,7 +95,17 @@ def _rebuild_from_weights(bundle: ModelBundle, weights: Path):
         if "weights" in valid:
             opts["weights"] = "none"
         model = create_model(name, **opts)
-        model.load_weights(str(weights))
+        members = bundle.meta.get("files", {}).get("keras_members")
+        if members:  # an ensemble keeps one weights file per member (each a few MB, not one file of them all)
+            from ..models.ensemble import member_models
+
+            subs = member_models(model)
+            if len(subs) != len(members):
+                raise ValueError(f"{len(members)} member weight files for {len(subs)} members")
+            for sub, rel in zip(subs, members):
+                sub.load_weights(str(bundle.root / rel))
+        else:
+            model.load_weights(str(weights))
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise BundleError(f"{weights}: cannot rebuild the '{name}' network from its weights ({one_line(str(exc))})") \
             from None

@@ -61,12 +61,12 @@ def build_ensemble(members: list[str | Path], out: str | Path, name: str | None 
 
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out / "model.keras"))
-    model.save_weights(str(out / "model.weights.h5"))
     record = []
-    for i, b in enumerate(bundles, start=1):
-        # each member's own record travels with the ensemble: config, history, provenance, its metrics
+    for i, (sub, b) in enumerate(zip(member_models(model), bundles), start=1):
+        # each member's own record travels with the ensemble: weights, config, history, provenance, metrics
         folder = out / "members" / f"member{i}"
         folder.mkdir(parents=True)
+        sub.save_weights(str(folder / "model.weights.h5"))
         for f in ("config.yaml", "history.csv", "provenance.json"):
             if (b.root / f).is_file():
                 shutil.copy2(b.root / f, folder / f)
@@ -83,7 +83,10 @@ def build_ensemble(members: list[str | Path], out: str | Path, name: str | None 
                            architecture="ensemble", architecture_options={"members": specs},
                            training={"data": first.get("data"), "config": first.get("config"),
                                      "members": record, "params": int(model.count_params())})
-    meta["files"] = {"keras": "model.keras", "keras_weights": "model.weights.h5"}
+    # the portable weights are the members' own files (one per member; `runners` loads each into its
+    # sub-model), so no single file holds them all
+    meta["files"] = {"keras": "model.keras",
+                     "keras_members": [f"members/member{i}/model.weights.h5" for i in range(1, len(bundles) + 1)]}
     if bundles[0].meta.get("partial_labels"):
         meta["partial_labels"] = bundles[0].meta["partial_labels"]
     (out / "model.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -49,8 +49,8 @@ def _predict(model, x):
 # --- registry --------------------------------------------------------------------------------------------
 
 def test_registry_names_and_tasks():
-    assert set(list_models()) == set(CLASSIFIERS + SEGMENTERS)
-    assert all(model_task(n) == "classify" for n in CLASSIFIERS)
+    assert set(list_models()) == set(CLASSIFIERS + SEGMENTERS + ["ensemble"])
+    assert all(model_task(n) == "classify" for n in CLASSIFIERS + ["ensemble"])
     assert all(model_task(n) == "segment" for n in SEGMENTERS)
     assert list_models("segment") == sorted(SEGMENTERS)
 
@@ -145,6 +145,31 @@ def test_grad_cam_feature_model():
             score = probs[:, 0]
         grads = tape.gradient(score, feats)
         assert grads is not None and grads.shape == feats.shape
+
+
+def test_ensemble_averages_its_members_trains_and_round_trips(tmp_path):
+    from neuralscan_cli.models.ensemble import member_models
+
+    keras.utils.set_random_seed(0)
+    members = [{"name": "small_cnn", "options": {"width": 4}}, {"name": "attention_cnn",
+                                                                "options": {"widths": [8, 8, 16, 16]}}]
+    model = create_model("ensemble", members=members, num_classes=3, input_size=SIZE)
+    x = _batch()
+    y = _predict(model, x)
+    subs = member_models(model)
+    assert [m.name for m in subs] == ["member1", "member2"]
+    np.testing.assert_allclose(y, np.mean([_predict(m, x) for m in subs], axis=0), atol=1e-6)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    assert np.isfinite(float(np.ravel(model.train_on_batch(x, np.array([0, 2])))[0]))
+    path = tmp_path / "ensemble.keras"
+    model.save(path)
+    np.testing.assert_allclose(_predict(keras.models.load_model(path, compile=False), x), _predict(model, x),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="at least two members"):
+        create_model("ensemble", members=members[:1], input_size=SIZE)
+    with pytest.raises(ValueError, match="'unet' is not a classifier"):
+        create_model("ensemble", members=[members[0], {"name": "unet"}], input_size=SIZE)
 
 
 # --- save / load -----------------------------------------------------------------------------------------

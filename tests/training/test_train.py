@@ -325,9 +325,10 @@ def test_ensemble_is_the_mean_of_its_members_in_an_ordinary_bundle(small_cache, 
     assert meta["architecture"] == "ensemble" and meta["classes"] == CLASSES
     assert [m["source"] for m in meta["training"]["members"]] == [str(r.resolve()) for r in two_runs]
     assert (out / "members" / "member2" / "provenance.json").is_file()
-    # rebuilt from the registry and the weights file (how a bundle crosses Keras 2 and 3): same outputs
+    assert not (out / "model.weights.h5").exists()  # one weights file per member instead
+    # rebuilt from the registry and the members' weights files (how a bundle crosses Keras 2 and 3)
     (out / "model.keras").unlink()
-    meta["files"]["keras"] = "model.weights.h5"
+    meta["files"]["keras"] = meta["files"]["keras_members"][0]
     (out / "model.json").write_text(json.dumps(meta))
     assert np.allclose(make_runner(load_bundle(out), "keras").predict(x), got, atol=1e-5)
     # Grad-CAM of an ensemble: its members' maps for the ensemble's class, averaged
@@ -371,3 +372,12 @@ def test_ensemble_exports_to_openvino_like_any_bundle(small_cache, two_runs, tmp
     keras_probs = make_runner(bundle, "keras").predict(x)
     assert np.allclose(make_runner(bundle, "openvino-fp32").predict(x), keras_probs, atol=1e-4)
     assert make_runner(bundle, "openvino-int8").predict(x).shape == keras_probs.shape
+    # the members' probabilities reach the mean unquantised (quantising them distorted the calibration)
+    import openvino as ov
+
+    q = ov.Core().read_model(report.int8_path)
+    mean_inputs = [op.input(i).get_source_output().get_node() for op in q.get_ops()
+                   if "ensemble_mean" in op.get_friendly_name() and op.get_type_name() == "Add"
+                   for i in range(op.get_input_size())]
+    assert mean_inputs and not any(n.get_type_name() == "FakeQuantize" for n in mean_inputs)
+    assert any(n.get_type_name() == "FakeQuantize" for n in q.get_ops())  # it is an INT8 model
