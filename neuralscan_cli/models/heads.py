@@ -1,7 +1,8 @@
 """Auxiliary training heads: a classifier plus a coarse tumour-mask output, for mask-supervised training.
 
 `with_mask_head(classifier)` returns a two-output training model (class probabilities, and a sigmoid map at
-the resolution of the classifier's "features" layer, S/32) that shares every layer with `classifier`. Only
+the resolution of the classifier's "features" layer: S/32 for attention_cnn, S/8 for small_cnn) that shares
+every layer with `classifier`. Only
 the classifier is saved and shipped; the head exists to make the last feature map say where the tumour is,
 so the pooled features the class is read from come from the tumour rather than from the rest of the scan.
 """
