@@ -551,7 +551,7 @@ def _bundle_subject(role: str, spec: str, workdir: Path, cache, settings: Settin
     if bundle.task != task:
         s.reason = f"{bundle.name} is a {bundle.task} model, not a {role}"
         return s
-    if bundle.path_of("keras") is None:
+    if not bundle.has_keras:
         s.reason = f"{bundle.root}: no Keras model (model.keras) to compare the IR against"
         return s
     s.weights = f"{bundle.meta.get('architecture', '?')} at {bundle.size} px, weights from {bundle.root}"

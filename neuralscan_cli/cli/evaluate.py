@@ -127,7 +127,7 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
     idx = np.nonzero(labelled)[0]
     images01, y_true = images01[idx], labels[idx]
     records = [records[i] for i in idx]
-    if explain and bundle.path_of("keras") is None:
+    if explain and not bundle.has_keras:
         warn(f"--explain needs the Keras model, and bundle {bundle.root} holds none (only "
               f"{', '.join(bundle.available_engines())}); no Grad-CAM images will be written")
         explain = 0

@@ -463,6 +463,13 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
             if weights is not None and weights != keras_src:
                 shutil.copy2(weights, out_dir / weights.name)
                 files["keras_weights"] = weights.name
+        members = bundle.keras_member_paths()
+        if copy_keras and members and bundle.has_keras:
+            # an ensemble: each member's folder (weights, config, history, provenance), paths kept
+            for path in members:
+                rel = path.parent.relative_to(bundle.root)
+                shutil.copytree(path.parent, out_dir / rel, dirs_exist_ok=True)
+            files["keras_members"] = list(bundle.meta["files"]["keras_members"])
     files["openvino_fp32"] = FP32_DIR.joinpath("model.xml").as_posix()
     metrics = dict(meta.get("metrics") or {})
     report.metric = "accuracy" if bundle.task == "classify" else "dice_mean"
@@ -535,7 +542,8 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
         shutil.rmtree(out_dir / INT8_DIR, ignore_errors=True)
 
     # --- model.json, last: a half-finished export never looks complete
-    report.sizes = {"keras": (out_dir / files["keras"]).stat().st_size if "keras" in files else None,
+    keras_files = ([files["keras"]] if "keras" in files else []) + list(files.get("keras_members") or [])
+    report.sizes = {"keras": sum((out_dir / f).stat().st_size for f in keras_files) if keras_files else None,
                     "openvino_fp32": _ir_bytes(fp32_xml),
                     "openvino_int8": _ir_bytes(int8_xml) if "openvino_int8" in files else None}
     report.seconds = time.perf_counter() - t0

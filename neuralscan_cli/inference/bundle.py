@@ -89,9 +89,23 @@ class ModelBundle:
             return self.root / rel
         return None
 
+    def keras_member_paths(self) -> list[Path] | None:
+        """An ensemble's per-member weights files (`files.keras_members`), None for other bundles; the Keras
+        engine rebuilds the ensemble from them when it has no model.keras (or cannot load it)."""
+        members = self.meta.get("files", {}).get("keras_members")
+        return [self.root / rel for rel in members] if members else None
+
+    @property
+    def has_keras(self) -> bool:
+        """Whether the Keras engine can load this bundle: model.keras (or a weights file), or every member's
+        weights file of an ensemble."""
+        members = self.keras_member_paths()
+        return self.path_of("keras") is not None or bool(members) and all(p.is_file() for p in members)
+
     def available_engines(self) -> list[str]:
-        kinds = {"openvino-int8": "openvino_int8", "openvino-fp32": "openvino_fp32", "keras": "keras"}
-        return [e for e, k in kinds.items() if self.path_of(k) is not None]
+        kinds = {"openvino-int8": "openvino_int8", "openvino-fp32": "openvino_fp32"}
+        have = [e for e, k in kinds.items() if self.path_of(k) is not None]
+        return have + ["keras"] if self.has_keras else have
 
     def resolve_engine(self, engine: str = "auto") -> str:
         have = self.available_engines()

@@ -60,6 +60,8 @@ class Runner(ABC):
 def load_keras_model(bundle: ModelBundle):
     """The bundle's Keras network (compile=False: scoring needs no optimizer state)."""
     path = bundle.path_of("keras")
+    if path is None and bundle.has_keras:  # an ensemble shipped as its members' weights files only
+        return _rebuild_from_weights(bundle, bundle.keras_member_paths()[0])
     if path is None:
         raise BundleError(f"{bundle.root}: the bundle holds no Keras model (model.keras); "
                           f"it has: {', '.join(bundle.available_engines()) or 'nothing'}")
@@ -76,7 +78,7 @@ def load_keras_model(bundle: ModelBundle):
             return keras.models.load_model(path, compile=False)
         except (OSError, ValueError, TypeError) as exc:
             # a .keras file does not load across Keras 2 and 3; the weights file plus the architecture does
-            if not weights.is_file() and not bundle.meta.get("files", {}).get("keras_members"):
+            if not weights.is_file() and bundle.keras_member_paths() is None:
                 raise BundleError(f"{path}: cannot load the Keras model ({one_line(str(exc))})") from None
     return _rebuild_from_weights(bundle, weights)
 
@@ -95,15 +97,15 @@ def _rebuild_from_weights(bundle: ModelBundle, weights: Path):
         if "weights" in valid:
             opts["weights"] = "none"
         model = create_model(name, **opts)
-        members = bundle.meta.get("files", {}).get("keras_members")
+        members = bundle.keras_member_paths()
         if members:  # an ensemble keeps one weights file per member (each a few MB, not one file of them all)
             from ..models.ensemble import member_models
 
             subs = member_models(model)
             if len(subs) != len(members):
                 raise ValueError(f"{len(members)} member weight files for {len(subs)} members")
-            for sub, rel in zip(subs, members):
-                sub.load_weights(str(bundle.root / rel))
+            for sub, path in zip(subs, members):
+                sub.load_weights(str(path))
         else:
             model.load_weights(str(weights))
     except (OSError, ValueError, TypeError, KeyError) as exc:

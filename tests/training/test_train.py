@@ -328,8 +328,9 @@ def test_ensemble_is_the_mean_of_its_members_in_an_ordinary_bundle(small_cache, 
     assert not (out / "model.weights.h5").exists()  # one weights file per member instead
     # rebuilt from the registry and the members' weights files (how a bundle crosses Keras 2 and 3)
     (out / "model.keras").unlink()
-    meta["files"]["keras"] = meta["files"]["keras_members"][0]
+    del meta["files"]["keras"]  # how the bundled ensemble ships: its members' weights files only
     (out / "model.json").write_text(json.dumps(meta))
+    assert load_bundle(out).available_engines() == ["keras"]
     assert np.allclose(make_runner(load_bundle(out), "keras").predict(x), got, atol=1e-5)
     # Grad-CAM of an ensemble: its members' maps for the ensemble's class, averaged
     model = load_keras_model(load_bundle(out))
@@ -381,3 +382,13 @@ def test_ensemble_exports_to_openvino_like_any_bundle(small_cache, two_runs, tmp
                    for i in range(op.get_input_size())]
     assert mean_inputs and not any(n.get_type_name() == "FakeQuantize" for n in mean_inputs)
     assert any(n.get_type_name() == "FakeQuantize" for n in q.get_ops())  # it is an INT8 model
+    # exported to a new folder: the members' weights go along, so its Keras engine is the same ensemble
+    (out / "model.keras").unlink()
+    meta = json.loads((out / "model.json").read_text())
+    del meta["files"]["keras"]
+    (out / "model.json").write_text(json.dumps(meta))
+    copy = tmp_path / "exported"
+    report = export_bundle(out, copy, int8=False)
+    assert report.sizes["keras"] == sum((out / f).stat().st_size for f in meta["files"]["keras_members"])
+    assert (copy / "members" / "member1" / "provenance.json").is_file()
+    assert np.allclose(make_runner(load_bundle(copy), "keras").predict(x), keras_probs, atol=1e-5)
