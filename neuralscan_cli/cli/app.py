@@ -35,6 +35,7 @@ def _register() -> None:
     from . import train  # noqa: F401
     from . import models  # noqa: F401
     from . import ensemble  # noqa: F401
+    from . import calibrate  # noqa: F401
     from . import evaluate  # noqa: F401
     from . import segment  # noqa: F401
     from . import export  # noqa: F401

@@ -57,6 +57,8 @@ def evaluate(
         context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
                    "data_kind": data_kind, "split": split if data_kind == "cache" else "all"}
         if bundle.task == "classify":
+            context["temperature"] = bundle.temperature  # the probabilities scored are the calibrated ones
+        if bundle.task == "classify":
             _evaluate_classifier(runner, images01, labels, records, out, context, explain=explain,
                                  batch_size=batch_size, n_boot=bootstrap)
         else:
@@ -66,21 +68,13 @@ def evaluate(
 
 
 def _load_data(data: Path, bundle, split: str):
-    from ..errors import NeuralScanError
-    from ..inference import load_cache_for_bundle, load_images_for_bundle
+    from ..inference import load_data_for_bundle
 
     problems: list[str] = []
-    if (data / "dataset.json").is_file():
-        loaded = load_cache_for_bundle(data, bundle, None if split == "all" else split, on_warning=warn)
-        kind = "cache"
-    else:
-        loaded = load_images_for_bundle(data, bundle, on_problem=problems.append)
-        kind = "raw"
-        if problems and len(loaded[0]):
-            print_problems(f"[yellow]warning:[/] {len(problems)} file(s) skipped:", problems, MAX_PROBLEMS_SHOWN)
-    if len(loaded[0]) == 0:
-        raise NeuralScanError(f"{data}: no images to evaluate" + (f" ({problems[0]})" if problems else ""))
-    return (*loaded, kind)
+    loaded = load_data_for_bundle(data, bundle, split, on_warning=warn, on_problem=problems.append)
+    if problems:
+        print_problems(f"[yellow]warning:[/] {len(problems)} file(s) skipped:", problems, MAX_PROBLEMS_SHOWN)
+    return loaded
 
 
 def _predict(runner, images01: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:

@@ -1,7 +1,8 @@
 """The model bundle: the one format every command reads.
 
 A bundle is a folder:
-  model.json            task, classes (output order), input size/channels, preprocessing, provenance, metrics
+  model.json            task, classes (output order), input size/channels, preprocessing, provenance, metrics;
+                        a segmenter's mask rule (postprocessing), a classifier's temperature (calibration)
   model.keras           the Keras network (optional once exported)
   openvino/fp32/model.xml|.bin, openvino/int8/model.xml|.bin   OpenVINO IR (optional)
 
@@ -64,6 +65,12 @@ class ModelBundle:
     def min_component_pixels(self, min_component: float | None = None) -> int:
         share = self.postprocessing["min_component"] if min_component is None else float(min_component)
         return int(math.ceil(share * self.size * self.size))
+
+    @property
+    def temperature(self) -> float:
+        """A classifier's probability temperature (model.json `calibration.temperature`, set by `neuralscan
+        calibrate`; 1.0 when uncalibrated). Runners apply it to every engine's output alike."""
+        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
 
     @property
     def partial_labels(self) -> dict[str, list[str]]:

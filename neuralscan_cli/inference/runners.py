@@ -41,11 +41,18 @@ class Runner(ABC):
                                   f"got an array shaped {tuple(np.shape(images01))}")
         return np.ascontiguousarray(x)
 
-    def predict(self, images01: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def predict(self, images01: np.ndarray, batch_size: int = 32, *, calibrated: bool = True) -> np.ndarray:
+        """The network's outputs; a classifier's probabilities pass through the bundle's temperature unless
+        `calibrated` is False (the raw outputs, which `calibrate` fits the temperature on)."""
         x = self._as_input(images01)
         if len(x) == 0:
             return np.zeros((0, *self._output_tail()), dtype=np.float32)
-        return self._predict(x, max(1, int(batch_size))).astype(np.float32, copy=False)
+        out = self._predict(x, max(1, int(batch_size))).astype(np.float32, copy=False)
+        if calibrated and self.bundle.task == "classify" and self.bundle.temperature != 1.0:
+            from ..evaluation.calibration import apply_temperature
+
+            out = apply_temperature(out, self.bundle.temperature)
+        return out
 
     def _output_tail(self) -> tuple[int, ...]:
         if self.bundle.task == "classify":
@@ -339,6 +346,28 @@ def load_cache_for_bundle(cache, bundle: ModelBundle, split: str | None = "val",
         records.append({"path": r["path"], "slice": int(r["slice"]), "label": r["label"], "group": r["group"],
                         "has_mask": bool(has_mask[k]), "spacing": sp})
     return images01, _labels_for(records, index), masks, records
+
+
+def load_data_for_bundle(data: str | Path, bundle: ModelBundle, split: str = "val", *,
+                         on_warning: Callable[[str], None] | None = None,
+                         on_problem: Callable[[str], None] | None = None):
+    """A preprocess cache's split ('all': every split) or raw data, as the bundle sees it:
+    (images01, labels, masks, records, kind) with kind 'cache' or 'raw' (raw data is read whole; unreadable
+    files go to `on_problem`). NeuralScanError when nothing is left to score."""
+    data = Path(data)
+    problems: list[str] = []
+    if (data / "dataset.json").is_file():
+        loaded = load_cache_for_bundle(data, bundle, None if split == "all" else split, on_warning=on_warning)
+        kind = "cache"
+    else:
+        loaded = load_images_for_bundle(data, bundle, on_problem=problems.append)
+        kind = "raw"
+        if on_problem and len(loaded[0]):
+            for p in problems:
+                on_problem(p)
+    if len(loaded[0]) == 0:
+        raise NeuralScanError(f"{data}: no images to score" + (f" ({problems[0]})" if problems else ""))
+    return (*loaded, kind)
 
 
 TASK_EXAMPLE = {"classify": "bundled", "segment": "bundled-segmenter"}

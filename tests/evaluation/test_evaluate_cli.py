@@ -220,3 +220,65 @@ def test_evaluate_segmenter_applies_a_gate(work):
     assert "9 masks emptied" in m["evaluated"]["gate"]
     preds = list(csv.DictReader(open(out / "predictions.csv")))
     assert len(preds) == 9 and all(float(p["area_pred"]) == 0 for p in preds)
+
+
+def test_calibrate_fits_a_temperature_that_every_engine_and_evaluate_apply(work):
+    """`neuralscan calibrate`: the fitted T is the NLL optimum of the network's own probabilities on the data;
+    model.json keeps it; Keras, OpenVINO and evaluate then report softmax(log p / T), same classes."""
+    import keras
+
+    from neuralscan_cli.evaluation.calibration import apply_temperature, fit_temperature
+    from neuralscan_cli.inference import load_cache_for_bundle
+
+    calib = work["tmp"] / "calibrated"
+    shutil.copytree(work["classifier"], calib)
+    r = cli.invoke(app, ["calibrate", str(calib), str(work["cache"]), "--split", "all", "--engine", "keras"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((calib / "model.json").read_text())
+    t = meta["calibration"]["temperature"]
+    fitted = meta["calibration"]["fitted_on"]
+    assert fitted["n"] == 9 and fitted["nll_after"] <= fitted["nll_before"]
+
+    bundle = load_bundle(calib)
+    images, labels, _, _ = load_cache_for_bundle(work["cache"], bundle, None)
+    raw = keras.models.load_model(calib / "model.keras", compile=False).predict(images[..., None], verbose=0)
+    keep = labels >= 0
+    assert t == pytest.approx(fit_temperature(labels[keep], raw[keep]), abs=1e-3) and t != 1.0
+    expected = apply_temperature(raw, t)
+    for engine in ("keras", "openvino-fp32"):
+        got = make_runner(bundle, engine).predict(images)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        assert (got.argmax(1) == raw.argmax(1)).all()
+
+    out = work["tmp"] / "eval_calibrated"
+    r = _run(calib, work["cache"], "--split", "all", "--engine", "openvino-fp32", "--out", out, "--bootstrap", "50")
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "metrics.json").read_text())["evaluated"]["temperature"] == t
+    rows = _predictions(out)
+    keys = sorted(rows)
+    order = {(str(p), "0"): i for i, p in enumerate(
+        r["path"] for r in load_cache_for_bundle(work["cache"], bundle, None)[3])}
+    np.testing.assert_allclose(_probs(rows, keys), expected[[order[k] for k in keys]], atol=1e-4)
+
+    # a given temperature is written as is (checked on the data); 1 removes the calibration
+    r = cli.invoke(app, ["calibrate", str(calib), str(work["cache"]), "--split", "all", "--temperature", "0.5"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((calib / "model.json").read_text())
+    assert meta["calibration"]["temperature"] == 0.5 and meta["calibration"]["source"] == "given"
+    assert "checked_on" in meta["calibration"]
+    assert cli.invoke(app, ["calibrate", str(calib), "--temperature", "1"]).exit_code == 0
+    assert "calibration" not in json.loads((calib / "model.json").read_text())
+    np.testing.assert_allclose(make_runner(load_bundle(calib), "keras").predict(images), raw, atol=1e-5)
+
+
+def test_calibrate_bad_inputs_give_one_line_errors(work):
+    tmp = work["tmp"]
+    calibrate = lambda *a: cli.invoke(app, ["calibrate", *map(str, a)])  # noqa: E731
+    _assert_one_line_error(calibrate(work["segmenter"], work["cache"]), "segment", "classifier")
+    _assert_one_line_error(calibrate(work["classifier"]), "DATA", "--temperature")
+    _assert_one_line_error(calibrate(work["classifier"], "--temperature", "0"), "between")
+    _assert_one_line_error(calibrate("bundled", "--temperature", "0.7"), "installed package")
+    empty = tmp / "calib-empty"
+    empty.mkdir()
+    _assert_one_line_error(calibrate(work["classifier"], empty), "no images")
+    assert "calibration" not in json.loads((work["classifier"] / "model.json").read_text())
