@@ -58,7 +58,6 @@ def evaluate(
                    "data_kind": data_kind, "split": split if data_kind == "cache" else "all"}
         if bundle.task == "classify":
             context["temperature"] = bundle.temperature  # the probabilities scored are the calibrated ones
-        if bundle.task == "classify":
             _evaluate_classifier(runner, images01, labels, records, out, context, explain=explain,
                                  batch_size=batch_size, n_boot=bootstrap)
         else:
