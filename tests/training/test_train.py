@@ -274,6 +274,23 @@ def test_tumour_fraction_loss_compares_cell_fractions():
     assert got < float(tumour_fraction_loss(truth, wrong)[0])
 
 
+def test_focal_tversky_prefers_a_nearly_right_mask_to_an_empty_one_with_no_tumour_images_in_the_batch():
+    """Per image, the stray 1% of a nearly right prediction on a no-tumour image cost as much as missing every
+    tumour, and the segmenter learnt to predict nothing; pooled over the batch it does not."""
+    from neuralscan_cli.training.losses import focal_tversky_loss
+
+    truth = np.zeros((4, 32, 32, 1), np.float32)
+    truth[0, 8:20, 8:20] = 1
+    truth[1, 4:12, 10:26] = 1  # images 2 and 3 have no tumour
+    nearly_right = truth * 0.9 + 0.01
+    empty = np.zeros_like(truth)
+    loss_right = focal_tversky_loss(truth, nearly_right).numpy()
+    loss_empty = focal_tversky_loss(truth, empty).numpy()
+    assert loss_right.shape == (4,) and np.allclose(loss_right, loss_right[0])  # one value for the batch
+    assert loss_right.mean() < 0.5 * loss_empty.mean()
+    assert focal_tversky_loss(truth, truth).numpy().max() < 1e-3
+
+
 def test_mask_weight_trains_a_mask_head_and_ships_the_plain_classifier(small_cache, tmp_path):
     import keras
 
