@@ -355,6 +355,13 @@ def test_ensemble_is_the_mean_of_its_members_in_an_ordinary_bundle(small_cache, 
     cams = grad_cam(model, x[:3])
     per_member = [grad_cam(load_keras_model(load_bundle(r)), x[:3], cls) for r in two_runs]
     assert cams.shape == (3, 64, 64) and np.allclose(cams, np.mean(per_member, axis=0), atol=1e-4)
+    # a member's file missing: no Keras engine, and asking for it is a one-line error
+    (out / meta["files"]["keras_members"][1]).unlink()
+    assert "keras" not in load_bundle(out).available_engines()
+    from neuralscan_cli.inference import BundleError
+
+    with pytest.raises(BundleError, match="no keras model"):
+        make_runner(load_bundle(out), "keras")
 
 
 def test_ensemble_rejects_members_that_do_not_fit(small_cache, two_runs, tmp_path):
