@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import NeuralScanError
 from ..evaluation.calibration import T_BOUNDS, apply_temperature, fit_temperature, negative_log_likelihood
+from ..evaluation.metrics import expected_calibration_error
 from .bundle import bundled_path, load_bundle
 
 METHOD = "temperature scaling (Guo et al. 2017): softmax(log p / T), T minimising the NLL"
@@ -81,8 +82,6 @@ def calibrate_bundle(model: str | Path, data: str | Path | None = None, *, tempe
         raw = runner.predict(images01[keep], batch_size=batch_size, calibrated=False)
         if temperature is None:
             result.temperature = round(fit_temperature(y, raw), 4)
-        from ..evaluation.metrics import expected_calibration_error
-
         scaled = apply_temperature(raw, result.temperature)
         result.data, result.split, result.engine, result.n = str(data), split if kind == "cache" else "all", \
             runner.engine, int(keep.sum())
