@@ -7,9 +7,8 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .common import console, friendly_errors, print_problems, warn
-
-MAX_PROBLEMS_SHOWN = 10
+from .common import console, fail, friendly_errors, print_problems, warn
+from .evaluate import MAX_PROBLEMS_SHOWN, SPLITS
 
 
 @app.command(no_args_is_help=True)
@@ -26,11 +25,7 @@ def calibrate(
     """Fit the temperature that makes the classifier's probabilities match how often it is right (temperature
     scaling: the predicted class never changes), and store it in model.json; every engine and command then
     reports the calibrated probabilities."""
-    from .evaluate import SPLITS
-
     if split not in SPLITS:
-        from .common import fail
-
         raise fail(f"--split must be one of {', '.join(SPLITS)}, not '{split}'")
     problems: list[str] = []
     with friendly_errors():
