@@ -3,7 +3,7 @@
 Every model takes float32 (N, S, S, 1) grey images in [0, 1]; classifiers output float32 softmax (N, C),
 segmenters float32 sigmoid (N, S, S, 1). Importing this package registers all families (and imports keras).
 """
-from . import attention_cnn, backbones, ensemble, unet  # noqa: F401  (registers the models)
+from . import attention_cnn, attention_cnn_unet, backbones, ensemble, unet  # noqa: F401  (registers the models)
 from .attention_cnn import FEATURES_LAYER
 from .attention_cnn import INT8_KEEP_FP32 as _ATTENTION_KEEP_FP32
 from .backbones import BACKBONE_LAYER, set_backbone_trainable

@@ -133,21 +133,31 @@ def residual_block(x, filters: int, strides: int, attention: str, activation: st
     return layers.Activation(activation, name=out_name or f"{name}_out")(y)
 
 
+def attention_cnn_encoder(inputs, widths, blocks_per_stage, attention: str, activation: str) -> list:
+    """The attention_cnn trunk on a grey input: [stem (S/2), stage 1 (S/4), ..., last stage (S/2**(n+1))].
+
+    Shared by the classifier and `attention_cnn_unet`, so the layer names (and a trained classifier's
+    weights) are the same in both. The last stage's last block is the layer "features".
+    """
+    x = layers.Rescaling(2.0, offset=-1.0, name="rescale")(inputs)  # [0, 1] -> [-1, 1]
+    x = conv_bn_act(x, widths[0], 3, 2, activation, name="stem_conv", bn_name="stem_bn", act_name="stem_act")
+    maps = [x]
+    n_stages = len(widths)
+    for s, (width, n_blocks) in enumerate(zip(widths, blocks_per_stage), start=1):
+        for b in range(1, n_blocks + 1):
+            last = s == n_stages and b == n_blocks
+            x = residual_block(x, width, 2 if b == 1 else 1, attention, activation, name=f"s{s}_b{b}",
+                               out_name=FEATURES_LAYER if last else None)
+        maps.append(x)
+    return maps
+
+
 ATTENTIONS = ("cbam", "se", "none")
 ACTIVATIONS = ("relu", "swish")
 
 
-@register_model("attention_cnn", task="classify")
-def attention_cnn(num_classes: int = 4, input_size: int = 256, widths=(32, 64, 128, 256),
-                  blocks_per_stage=(1, 1, 2, 1), attention: str = "cbam", dropout: float = 0.3,
-                  activation: str = "relu", name: str = "attention_cnn") -> keras.Model:
-    """Residual CNN with CBAM/SE attention in every block, sized for CPU training.
-
-    Stem: 3x3 conv stride 2 (widths[0] channels). Each stage starts with a stride-2 block, so the feature map
-    is S/32 (8x8 at 256) at the end. Layer names: stem_conv/stem_bn, s{stage}_b{block}_conv1/bn1/conv2/bn2
-    (stage, block from 1) — `unet.init_encoder_from_classifier` relies on these. The last block's output
-    is the layer "features" (the Grad-CAM target).
-    """
+def check_trunk_options(input_size, widths, blocks_per_stage, attention: str, activation: str):
+    """Validated (input_size, widths, blocks_per_stage) for `attention_cnn_encoder`; ValueError otherwise."""
     input_size = _check_size(input_size)
     widths, blocks_per_stage = tuple(int(w) for w in widths), tuple(int(b) for b in blocks_per_stage)
     if len(widths) != len(blocks_per_stage) or not widths:
@@ -161,16 +171,24 @@ def attention_cnn(num_classes: int = 4, input_size: int = 256, widths=(32, 64, 1
     if input_size % (2 ** (len(widths) + 1)):
         raise ValueError(f"input_size {input_size} must be a multiple of {2 ** (len(widths) + 1)} "
                          f"for {len(widths)} stages")
+    return input_size, widths, blocks_per_stage
 
+
+@register_model("attention_cnn", task="classify")
+def attention_cnn(num_classes: int = 4, input_size: int = 256, widths=(32, 64, 128, 256),
+                  blocks_per_stage=(1, 1, 2, 1), attention: str = "cbam", dropout: float = 0.3,
+                  activation: str = "relu", name: str = "attention_cnn") -> keras.Model:
+    """Residual CNN with CBAM/SE attention in every block, sized for CPU training.
+
+    Stem: 3x3 conv stride 2 (widths[0] channels). Each stage starts with a stride-2 block, so the feature map
+    is S/32 (8x8 at 256) at the end. Layer names: stem_conv/stem_bn, s{stage}_b{block}_conv1/bn1/conv2/bn2
+    (stage, block from 1) — `unet.init_encoder_from_classifier` relies on these. The last block's output
+    is the layer "features" (the Grad-CAM target).
+    """
+    input_size, widths, blocks_per_stage = check_trunk_options(input_size, widths, blocks_per_stage, attention,
+                                                               activation)
     inputs = grey_input(input_size)
-    x = layers.Rescaling(2.0, offset=-1.0, name="rescale")(inputs)  # [0, 1] -> [-1, 1]
-    x = conv_bn_act(x, widths[0], 3, 2, activation, name="stem_conv", bn_name="stem_bn", act_name="stem_act")
-    n_stages = len(widths)
-    for s, (width, n_blocks) in enumerate(zip(widths, blocks_per_stage), start=1):
-        for b in range(1, n_blocks + 1):
-            last = s == n_stages and b == n_blocks
-            x = residual_block(x, width, 2 if b == 1 else 1, attention, activation, name=f"s{s}_b{b}",
-                               out_name=FEATURES_LAYER if last else None)
+    x = attention_cnn_encoder(inputs, widths, blocks_per_stage, attention, activation)[-1]
     outputs = softmax_head(x, num_classes, dropout)
     return keras.Model(inputs, outputs, name=name)
 

@@ -12,7 +12,8 @@ from ..yamlfile import read_yaml_mapping
 DEFAULTS: dict = {
     "task": "classify",
     "data": {"cache": None, "train_split": "train", "val_split": "val", "partial_labels": {}},
-    "model": {"name": "attention_cnn", "input_size": 160, "weights": "none", "init_from": None, "options": {}},
+    "model": {"name": "attention_cnn", "input_size": 160, "weights": "none", "init_from": None, "init_member": None,
+              "options": {}},
     "train": {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "learning_rate": 0.002, "weight_decay": 1e-4,
               "schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1, "class_weights": True,
               "patience": 8, "freeze_epochs": 0, "fine_tune_lr_factor": 0.1, "fine_tune_from": 0.0,
@@ -104,6 +105,9 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("train.mask_weight is for classifiers (a segmenter's loss is all mask already)")
     if not float(t["learning_rate"]) > 0:
         raise ConfigError("train.learning_rate must be > 0")
+    member = cfg["model"].get("init_member")
+    if member is not None and (not isinstance(member, int) or isinstance(member, bool) or member < 1):
+        raise ConfigError(f"model.init_member must be a member number >= 1 (or null), got {member!r}")
     size = cfg["model"]["input_size"]
     if not isinstance(size, int) or size < 32 or size % 32:
         raise ConfigError(f"model.input_size must be a multiple of 32 (>= 32), got {size!r}")

@@ -322,7 +322,7 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
         model = _build_model(cfg, len(classes))
         init_from = cfg["model"].get("init_from")
         if init_from and task == "segment":
-            _init_encoder(model, init_from)
+            _init_encoder(model, init_from, cfg["model"].get("init_member"))
         if mask_weight:
             from ..models.heads import with_mask_head
 
@@ -438,15 +438,25 @@ def _has_backbone(model) -> bool:
     return any(layer.name == "backbone" for layer in model.layers)
 
 
-def _init_encoder(model, spec) -> None:
+def _init_encoder(model, spec, member: int | None = None) -> None:
     from ..inference.bundle import load_bundle
-    from ..models import init_encoder_from_classifier
-
     from ..inference.runners import load_keras_model
+    from ..models import init_encoder_from_classifier
+    from ..models.ensemble import member_models
 
-    copied = init_encoder_from_classifier(model, load_keras_model(load_bundle(spec)))
+    classifier = load_keras_model(load_bundle(spec))
+    members = member_models(classifier)
+    if members:  # an ensemble: its members share layer names, so one of them is the encoder's source
+        if member is None or member > len(members):
+            raise TrainError(f"{spec} is an ensemble of {len(members)} classifiers: choose the one to initialise "
+                             f"from with model.init_member=1..{len(members)}")
+        classifier = members[member - 1]
+    elif member is not None:
+        raise TrainError(f"{spec} is a single classifier: model.init_member is for ensembles")
+    copied = init_encoder_from_classifier(model, classifier)
     if copied == 0:
-        raise TrainError(f"{spec}: no encoder layer of that classifier matches this U-Net")
+        raise TrainError(f"{spec}: no encoder layer of that classifier matches this segmenter "
+                         "(init_from needs the same trunk: attention_cnn_unet with the classifier's widths)")
 
 
 def _compile(model, cfg: dict, total_steps: int, warmup_unit: int, task: str, lr_factor: float = 1.0) -> None:

@@ -25,7 +25,7 @@ from neuralscan_cli.models import (  # noqa: E402
 SIZE = 64
 BACKBONES = ["efficientnet_b0", "resnet50v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 CLASSIFIERS = ["attention_cnn", "small_cnn", *BACKBONES]
-SEGMENTERS = ["unet", "attention_unet"]
+SEGMENTERS = ["unet", "attention_unet", "attention_cnn_unet"]
 KERAS3 = int(keras.__version__.split(".")[0]) >= 3
 
 
@@ -174,7 +174,7 @@ def test_ensemble_averages_its_members_trains_and_round_trips(tmp_path):
 
 # --- save / load -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["attention_cnn", "unet", "attention_unet", "mobilenet_v3_small"])
+@pytest.mark.parametrize("name", ["attention_cnn", "unet", "attention_unet", "attention_cnn_unet", "mobilenet_v3_small"])
 def test_keras_save_load_roundtrip(name, tmp_path):
     model = _build(name)
     x = _batch()
@@ -187,7 +187,7 @@ def test_keras_save_load_roundtrip(name, tmp_path):
 # --- OpenVINO --------------------------------------------------------------------------------------------
 
 @pytest.mark.filterwarnings("ignore:The structure of `inputs`")  # Keras 3, raised inside ov.convert_model
-@pytest.mark.parametrize("name", ["attention_cnn", "unet", "attention_unet"])
+@pytest.mark.parametrize("name", ["attention_cnn", "unet", "attention_unet", "attention_cnn_unet"])
 def test_openvino_parity(name):
     ov = pytest.importorskip("openvino")
     model = _build(name)
@@ -291,3 +291,24 @@ def test_init_encoder_from_classifier():
     np.testing.assert_array_equal(after, np.asarray(clf.get_layer("s2_b1_conv1").get_weights()[0]))
     # widths that do not line up with base_filters: nothing is copied
     assert init_encoder_from_classifier(_build("unet", base_filters=8), clf) == 0
+
+
+def test_attention_cnn_unet_takes_the_whole_classifier_trunk():
+    keras.utils.set_random_seed(4)
+    trunk = dict(widths=(8, 16, 32, 64), blocks_per_stage=(1, 1, 2, 1))
+    clf = _build("attention_cnn", **trunk)
+    seg = _build("attention_cnn_unet", **trunk, decoder_widths=(32, 16, 16, 16), full_res_filters=8)
+    # every trunk layer with weights (stem, blocks, projections, CBAM MLPs and spatial convs); not the logits
+    trunk_layers = [layer for layer in clf.layers if layer.weights and layer.name != "logits"]
+    assert init_encoder_from_classifier(seg, clf) == len(trunk_layers)
+    x = _batch(seed=5)
+    features = [keras.Model(m.inputs, m.get_layer(FEATURES_LAYER).output) for m in (clf, seg)]
+    np.testing.assert_allclose(_predict(features[1], x), _predict(features[0], x), rtol=0, atol=1e-5)
+    assert _predict(seg, x).shape == (2, SIZE, SIZE, 1)
+    # another trunk (other widths): only the width-free CBAM spatial convs and their BatchNorms line up
+    other = _build("attention_cnn_unet", widths=(16, 32, 64, 128), decoder_widths=(32, 16, 16, 16))
+    stem = np.asarray(other.get_layer("stem_conv").get_weights()[0]).copy()
+    assert init_encoder_from_classifier(other, clf) == 2 * 5  # 5 residual blocks
+    np.testing.assert_array_equal(np.asarray(other.get_layer("stem_conv").get_weights()[0]), stem)
+    with pytest.raises(ValueError, match="decoder_widths needs 4"):
+        _build("attention_cnn_unet", **trunk, decoder_widths=(32, 16))

@@ -416,3 +416,36 @@ def test_ensemble_exports_to_openvino_like_any_bundle(small_cache, two_runs, tmp
     assert report.sizes["keras"] == sum((out / f).stat().st_size for f in meta["files"]["keras_members"])
     assert (copy / "members" / "member1" / "provenance.json").is_file()
     assert np.allclose(make_runner(load_bundle(copy), "keras").predict(x), keras_probs, atol=1e-5)
+
+
+
+def test_segmenter_trunk_from_one_member_of_an_ensemble(small_cache, tmp_path):
+    from neuralscan_cli.inference import load_bundle
+    from neuralscan_cli.inference.runners import load_keras_model
+    from neuralscan_cli.training import TrainError
+    from neuralscan_cli.training.ensemble import build_ensemble
+
+    runs = [tmp_path / f"clf{seed}" for seed in (1, 2)]
+    for seed, run in zip((1, 2), runs):
+        train(_cfg(small_cache, run, **{"model.name": "attention_cnn", "model.options": "{widths: [8, 16, 32, 64]}",
+                                        "train.epochs": 1, "runtime.seed": seed}))
+    ens = build_ensemble(runs, tmp_path / "ens")
+
+    def seg_cfg(out, init_from, *extra):
+        return load_config(CONFIGS / "segmenter.yaml", [
+            f"data.cache={small_cache}", f"out={out}", "model.name=attention_cnn_unet", "model.input_size=64",
+            "model.options={widths: [8, 16, 32, 64], decoder_widths: [16, 16, 8, 8], full_res_filters: 8}",
+            f"model.init_from={init_from}", "train.batch_size=8", "train.epochs=1", "train.learning_rate=1.0e-9",
+            "train.warmup_epochs=0", "train.weight_decay=0", *extra])
+
+    with pytest.raises(TrainError, match=r"ensemble of 2 classifiers: .*model.init_member=1..2"):
+        train(seg_cfg(tmp_path / "no-member", ens))
+    with pytest.raises(TrainError, match="init_member is for ensembles"):
+        train(seg_cfg(tmp_path / "single", runs[0], "model.init_member=1"))
+    with pytest.raises(ConfigError, match="init_member must be a member number"):
+        seg_cfg(tmp_path / "zero", ens, "model.init_member=0")
+    train(seg_cfg(tmp_path / "seg", ens, "model.init_member=2"))
+    kernels = [np.asarray(load_keras_model(load_bundle(r)).get_layer("s3_b2_conv2").get_weights()[0])
+               for r in (*runs, tmp_path / "seg")]
+    assert not np.allclose(kernels[0], kernels[1], atol=1e-4)  # else the member choice checks nothing
+    np.testing.assert_allclose(kernels[2], kernels[1], rtol=0, atol=1e-5)  # lr 1e-9: still member 2's trunk
