@@ -23,7 +23,8 @@ def train(
     precision: str = typer.Option(None, help="fp32 or bf16 (runtime.precision)."),
     weights: str = typer.Option(None, help="Backbones: imagenet, none or a weights file (model.weights)."),
     init_from: str = typer.Option(None, help="Segmenters: a classifier bundle whose encoder initialises the U-Net."),
-    init_member: int = typer.Option(None, min=1, help="With --init-from an ensemble: the member to take (model.init_member)."),
+    init_member: int = typer.Option(None, min=1,
+                                    help="With --init-from an ensemble: the member to take (model.init_member)."),
     seed: int = typer.Option(None, help="runtime.seed"),
     intra_op: int = typer.Option(None, min=0, help="Intra-op threads (runtime.intra_op_threads; 0 = all cores)."),
     inter_op: int = typer.Option(None, min=0, help="Inter-op threads (runtime.inter_op_threads)."),
@@ -38,8 +39,8 @@ def train(
 
     shortcuts = {"data.cache": cache, "out": out, "model.name": model, "train.epochs": epochs,
                  "train.batch_size": batch_size, "runtime.precision": precision, "model.weights": weights,
-                 "model.init_from": init_from, "model.init_member": init_member, "runtime.seed": seed, "runtime.intra_op_threads": intra_op,
-                 "runtime.inter_op_threads": inter_op, "runtime.itex": itex}
+                 "model.init_from": init_from, "model.init_member": init_member, "runtime.seed": seed,
+                 "runtime.intra_op_threads": intra_op, "runtime.inter_op_threads": inter_op, "runtime.itex": itex}
     extra = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
     if resume and config is None and out is not None and (out / "config.yaml").is_file():
         config = out / "config.yaml"  # a resumed run keeps its own resolved config unless told otherwise
