@@ -453,10 +453,18 @@ def _init_encoder(model, spec, member: int | None = None) -> None:
         classifier = members[member - 1]
     elif member is not None:
         raise TrainError(f"{spec} is a single classifier: model.init_member is for ensembles")
-    copied = init_encoder_from_classifier(model, classifier)
-    if copied == 0:
-        raise TrainError(f"{spec}: no encoder layer of that classifier matches this segmenter "
+    # the first conv decides: other widths still share the width-free CBAM spatial convs, a silent partial copy
+    if init_encoder_from_classifier(model, classifier) == 0 or not _same_weights(model, classifier, "stem_conv"):
+        raise TrainError(f"{spec}: that classifier's encoder does not match this segmenter "
                          "(init_from needs the same trunk: attention_cnn_unet with the classifier's widths)")
+
+
+def _same_weights(a, b, layer: str) -> bool:
+    try:
+        wa, wb = a.get_layer(layer).get_weights(), b.get_layer(layer).get_weights()
+    except ValueError:  # a network without that layer
+        return False
+    return len(wa) == len(wb) and all(x.shape == y.shape and (x == y).all() for x, y in zip(wa, wb))
 
 
 def _compile(model, cfg: dict, total_steps: int, warmup_unit: int, task: str, lr_factor: float = 1.0) -> None:

@@ -418,7 +418,6 @@ def test_ensemble_exports_to_openvino_like_any_bundle(small_cache, two_runs, tmp
     assert np.allclose(make_runner(load_bundle(copy), "keras").predict(x), keras_probs, atol=1e-5)
 
 
-
 def test_segmenter_trunk_from_one_member_of_an_ensemble(small_cache, tmp_path):
     from neuralscan_cli.inference import load_bundle
     from neuralscan_cli.inference.runners import load_keras_model
@@ -431,10 +430,10 @@ def test_segmenter_trunk_from_one_member_of_an_ensemble(small_cache, tmp_path):
                                         "train.epochs": 1, "runtime.seed": seed}))
     ens = build_ensemble(runs, tmp_path / "ens")
 
-    def seg_cfg(out, init_from, *extra):
+    def seg_cfg(out, init_from, *extra, widths="[8, 16, 32, 64]"):
         return load_config(CONFIGS / "segmenter.yaml", [
             f"data.cache={small_cache}", f"out={out}", "model.name=attention_cnn_unet", "model.input_size=64",
-            "model.options={widths: [8, 16, 32, 64], decoder_widths: [16, 16, 8, 8], full_res_filters: 8}",
+            f"model.options={{widths: {widths}, decoder_widths: [16, 16, 8, 8], full_res_filters: 8}}",
             f"model.init_from={init_from}", "train.batch_size=8", "train.epochs=1", "train.learning_rate=1.0e-9",
             "train.warmup_epochs=0", "train.weight_decay=0", *extra])
 
@@ -444,6 +443,8 @@ def test_segmenter_trunk_from_one_member_of_an_ensemble(small_cache, tmp_path):
         train(seg_cfg(tmp_path / "single", runs[0], "model.init_member=1"))
     with pytest.raises(ConfigError, match="init_member must be a member number"):
         seg_cfg(tmp_path / "zero", ens, "model.init_member=0")
+    with pytest.raises(TrainError, match="encoder does not match"):  # other widths: only CBAM convs line up
+        train(seg_cfg(tmp_path / "wider", runs[0], widths="[16, 32, 64, 128]"))
     train(seg_cfg(tmp_path / "seg", ens, "model.init_member=2"))
     kernels = [np.asarray(load_keras_model(load_bundle(r)).get_layer("s3_b2_conv2").get_weights()[0])
                for r in (*runs, tmp_path / "seg")]
