@@ -837,8 +837,9 @@ def classify_suite(subject: Subject, folder, *, settings: Settings, workdir: Pat
         try:
             items, _ = discover(folder)
             truth = {str(Path(it.path).resolve()): it.label for it in items if it.label}
-        except Exception:  # noqa: BLE001 - labels are optional
-            pass
+        except Exception as exc:  # noqa: BLE001 - labels are optional: speed is still measured, accuracy is not
+            warnings.warn(f"{folder}: no labels read ({type(exc).__name__}: {exc}); accuracy left out",
+                          RuntimeWarning, stacklevel=2)
     truth = {p: lab for p, lab in truth.items() if lab in bundle.classes}
     runners, load_s = {}, {}
     for k in engines:

@@ -47,4 +47,20 @@ _register()
 
 
 def main() -> None:
-    app()
+    """The console script: expected failures exit 2 with one line inside each command; this is the last resort,
+    so that an unforeseen one still ends in one line (NEURALSCAN_DEBUG=1 shows the traceback)."""
+    import os
+    import sys
+
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - the catch-all a console script needs
+        if os.environ.get("NEURALSCAN_DEBUG"):
+            raise
+        from .common import err_console
+
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}{': ' + text if text else ''} "
+                          "(please report it; NEURALSCAN_DEBUG=1 shows the traceback)",
+                          highlight=False, soft_wrap=True)
+        sys.exit(1)

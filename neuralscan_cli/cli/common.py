@@ -35,8 +35,19 @@ def friendly_errors() -> Iterator[None]:
         yield
     except user_errors() as exc:
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except OSError as exc:
+        # a missing file, an --out inside a file, a read-only or full disk: the OS says which path and why
+        raise fail(os_error_line(exc)) from None
+    except ValueError as exc:
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def os_error_line(exc: OSError) -> str:
+    """'<path>: <reason>' from an OSError, falling back to its text."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def split_list(value: str | None) -> list[str]:

@@ -54,6 +54,7 @@ def evaluate(
             engine = engine_of_file(bundle, model) or engine
         runner = make_runner(bundle, engine)
         images01, labels, masks, records, data_kind = _load_data(data, bundle, split)
+        out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the inference
         context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
                    "data_kind": data_kind, "split": split if data_kind == "cache" else "all"}
         if bundle.task == "classify":

@@ -42,11 +42,11 @@ def preprocess(
     if len(paths) < 2:
         raise fail("give at least one source and the output folder: neuralscan preprocess SRC... OUT")
     *sources, out = paths
-    if out.exists() and not out.is_dir():
-        raise fail(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "dataset.json").exists():
-        raise fail(f"{out}: folder is not empty and is not a dataset cache; choose a new output folder")
     with friendly_errors():
+        if out.exists() and not out.is_dir():
+            raise fail(f"{out}: exists and is not a folder")
+        if out.is_dir() and any(out.iterdir()) and not (out / "dataset.json").exists():
+            raise fail(f"{out}: folder is not empty and is not a dataset cache; choose a new output folder")
         config = PreprocessConfig(size=size, clip_low=clip_low, clip_high=clip_high, crop=crop, clahe=clahe)
         split = SplitConfig(val_fraction=val_fraction, test_fraction=test_fraction,
                             val_folds=tuple(split_list(val_folds)), test_folds=tuple(split_list(test_folds)), seed=seed)

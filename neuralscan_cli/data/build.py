@@ -103,13 +103,6 @@ def process_file(item: SourceItem, cfg: PreprocessConfig, axis: int = 2, middle:
     return np.stack(images), np.stack(masks), np.array(has_mask), np.stack(thumbs), metas
 
 
-def _plain(o):
-    """JSON for numpy scalars in slice metadata."""
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def _work(args):
     """Pool task: process one file; returns (position, result or None, error or None)."""
     pos, item, cfg_dict, axis, middle = args

@@ -32,10 +32,6 @@ class SourceItem:
     source: str = ""  # short name of the source it came from
 
 
-def _source_name(path: Path) -> str:
-    return path.stem if path.is_file() else path.name
-
-
 def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:
     base = csv_path.parent
     name = csv_path.parent.name if csv_path.name.lower() in {"labels.csv", "manifest.csv"} else csv_path.stem

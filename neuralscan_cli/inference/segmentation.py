@@ -34,7 +34,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import NeuralScanError
-from ..io.base import display_slice
+from ..io.base import display_slice, stored_from_display
 from ..evaluation.measurements import COLUMNS, measure_mask, remove_small_components
 from ..evaluation.metrics import NO_TUMOR
 from .bundle import ModelBundle
@@ -245,16 +245,6 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def to_display(s) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """A slice as the model should see it, and its (row, col) spacing there."""
-    return display_slice(s)
-
-
-def from_display(mask: np.ndarray) -> np.ndarray:
-    """A mask on a displayed NIfTI slice back to the reader's canonical voxel order."""
-    return np.ascontiguousarray(mask.T[::-1, ::-1])
-
-
 def _write_nifti_mask(path: Path, source: Path, slices, masks: list[np.ndarray]) -> None:
     """One mask volume for a NIfTI source, on the source's own voxel grid and affine when possible."""
     import nibabel as nib
@@ -267,7 +257,7 @@ def _write_nifti_mask(path: Path, source: Path, slices, masks: list[np.ndarray])
     for s, m in zip(slices, masks):
         index = [slice(None)] * 3
         index[axis] = s.slice_index
-        volume[tuple(index)] = from_display(m)
+        volume[tuple(index)] = stored_from_display(m, s)
     canonical = nib.Nifti1Image(volume, first.affine)
     try:
         stored = nib.load(source)
@@ -300,7 +290,7 @@ def prepare_scan(path: Path, name: str, config) -> ScanJob:
     slices = read_scan(path)
     job = ScanJob(path, name, slices, [], [], [])
     for s in slices:
-        pixels, spacing = to_display(s)
+        pixels, spacing = display_slice(s)
         image01, _, geom = preprocess_image(pixels, config)
         image01 = np.rint(image01 * 255.0) / 255.0  # 8-bit, as the training cache stores images
         r0, r1, c0, c1 = geom.box if config.crop else head_box(normalize_intensity(pixels, config.clip_low,

@@ -284,13 +284,14 @@ def _decode(entry: _File, config, seg_config) -> _File:
     """Read and preprocess every slice (in a worker thread); a failure is recorded, never raised."""
     from ..io import read_scan
     from ..preprocess import preprocess_image
-    from .segmentation import prepare_scan, to_display
+    from ..io.base import display_slice
+    from .segmentation import prepare_scan
 
     try:
         scans = read_scan(entry.path)
         images = []
         for s in scans:
-            pixels, _spacing = to_display(s)
+            pixels, _spacing = display_slice(s)
             img01, _mask, _geom = preprocess_image(pixels, config)
             images.append(np.rint(img01 * 255.0).astype(np.uint8))  # as the cache stores it
             entry.slices.append(int(s.slice_index))

@@ -52,11 +52,6 @@ class Geometry:
     side: int  # side of the padded square, in source pixels
     size: int  # output side
 
-    @property
-    def mm_per_output_pixel_factor(self) -> float:
-        """Source pixels per output pixel (multiply by the source spacing to get mm)."""
-        return self.side / self.size
-
 
 def _lerp(a: float, b: float, t: float) -> float:
     """numpy's linear interpolation between order statistics, operation for operation (bit-identical)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -202,10 +203,12 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
         b.set_xlabel("epoch")
         b.legend()
         fig.tight_layout()
-        fig.savefig(run_dir / "history.png", dpi=90)
-        plt.close(fig)
-    except Exception:  # a plot must never fail a training run
-        pass
+        try:
+            fig.savefig(run_dir / "history.png", dpi=90)
+        finally:
+            plt.close(fig)
+    except Exception as exc:  # noqa: BLE001 - a plot must never fail a training run, but say it is missing
+        warnings.warn(f"history.png not written: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def _build_model(cfg: dict, num_classes: int):

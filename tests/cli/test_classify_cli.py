@@ -61,7 +61,7 @@ def _rows(path: Path) -> list[dict]:
 
 def _assert_one_line_error(result, code, *fragments):
     assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception)
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
     for f in fragments:
@@ -95,7 +95,7 @@ def test_folder_with_bad_files_scores_the_good_ones(work):
     assert "not a PNG, JPEG" in reasons["text.jpg"]
     # the summary: counts per label, the failures, the throughput
     assert "slices labelled no_tumor" in r.output and "failed" in r.output and "images/s" in r.output
-    assert "empty.png" in r.output and "Traceback" not in r.output
+    assert "empty.png" in r.output and not isinstance(r.exception, Exception)
 
 
 def test_interrupted_run_resumes_without_duplicates(work):
@@ -221,7 +221,11 @@ def test_user_mistakes_are_one_line_errors(work, tmp_path):
                                 "--format", "xml"), 2, "--format")
     _assert_one_line_error(_run(work["scans"], "--out", tmp_path / "o.csv", "--model", tmp_path / "nope"), 2,
                            "no such model")
-    if not (bundled_path("bundled") / "model.json").is_file():  # until the shipped classifier is added
+    # the shipped classifier missing from this installation
+    import neuralscan_cli.inference.bundle as bundle_module
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(bundle_module, "bundled_path", lambda name: tmp_path / "not-installed")
         _assert_one_line_error(_run(work["scans"], "--out", tmp_path / "o.csv"), 2, "bundled", "not installed")
     # every file failing is exit 1, with the reason
     bad = tmp_path / "bad"
@@ -229,7 +233,7 @@ def test_user_mistakes_are_one_line_errors(work, tmp_path):
     (bad / "a.png").write_bytes(b"")
     (bad / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     r = _run(bad, "--out", tmp_path / "bad.csv", "--model", work["exported"])
-    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.exit_code == 1 and not isinstance(r.exception, Exception)
     assert r.output.strip().splitlines()[-1].startswith("error: no scan could be classified")
     _assert_one_line_error(_run(bad / "a.png", "--out", tmp_path / "bad1.csv", "--model", work["exported"]), 1,
                            "empty file")
@@ -268,9 +272,14 @@ def test_bundled_models_on_the_samples(tmp_path):
 
     gate = load_gate(load_bundle("bundled-segmenter"))
     assert gate is not None and gate.bundle.root == bundled_path("bundled")
-    same = sum(labels["keras"][k] == labels["openvino-int8"][k] for k in labels["keras"])
-    # INT8 flips only near-ties: 98.8% top-1 agreement with FP32 on the 243 held-out images; 10 of these 11
-    assert same >= 10, (labels["keras"], labels["openvino-int8"])
+    # INT8 may flip only near-ties: where the two engines disagree, the FP32 network's probabilities for the
+    # two labels are close
+    keras_rows = {Path(row["path"]).name: row for row in _csv.DictReader(open(tmp_path / "keras" / "results.csv"))}
+    for name, int8_label in labels["openvino-int8"].items():
+        row = keras_rows[name]
+        if int8_label != row["label"]:
+            gap = float(row[f"p_{row['label']}"]) - float(row[f"p_{int8_label}"])
+            assert gap < 0.2, (name, row["label"], int8_label, gap)
 
 
 def test_resume_never_edits_a_foreign_file(tmp_path):
@@ -283,7 +292,7 @@ def test_resume_never_edits_a_foreign_file(tmp_path):
     out.write_text("name,score\nalice,1\nbob,2")
     samples = Path(__file__).resolve().parents[2] / "neuralscan_cli" / "samples" / "images"
     r = _Runner().invoke(_app, ["classify", str(samples), "--out", str(out)])
-    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.exit_code == 2 and not isinstance(r.exception, Exception)
     assert out.read_text() == "name,score\nalice,1\nbob,2"
 
 

@@ -97,7 +97,7 @@ def _probs(rows: dict, keys) -> np.ndarray:
 
 def _assert_one_line_error(result, *fragments):
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception)
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
     for f in fragments:

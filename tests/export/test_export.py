@@ -74,7 +74,7 @@ def work(tmp_path_factory):
 
 def _assert_one_line_error(result, code, *fragments):
     assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception)
     errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, result.output
     for f in fragments:

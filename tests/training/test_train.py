@@ -180,7 +180,7 @@ def test_cli_errors_are_one_line(small_cache, tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(tmp_path / "none"),
                             "--out", str(tmp_path / "o")])
-    assert r.exit_code == 2 and "not a dataset cache" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "not a dataset cache" in r.output and not isinstance(r.exception, Exception)
     r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
                             "--out", str(tmp_path / "o"), "--model", "no_such_net", "--set", "model.input_size=64"])
     assert r.exit_code == 2 and "unknown model" in r.output
@@ -380,7 +380,7 @@ def test_ensemble_rejects_members_that_do_not_fit(small_cache, two_runs, tmp_pat
         build_ensemble([two_runs[0], other], tmp_path / "mixed")
     assert not (tmp_path / "mixed").exists()
     r = CliRunner().invoke(app, ["ensemble", str(two_runs[0]), str(two_runs[1]), "--out", str(two_runs[0])])
-    assert r.exit_code == 2 and "is one of the members" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "is one of the members" in r.output and not isinstance(r.exception, Exception)
 
 
 def test_ensemble_exports_to_openvino_like_any_bundle(small_cache, two_runs, tmp_path):
