@@ -48,11 +48,16 @@ class Runner(ABC):
         if len(x) == 0:
             return np.zeros((0, *self._output_tail()), dtype=np.float32)
         out = self._predict(x, max(1, int(batch_size))).astype(np.float32, copy=False)
-        if calibrated and self.bundle.task == "classify" and self.bundle.temperature != 1.0:
+        return self.calibrate(out) if calibrated else out
+
+    def calibrate(self, outputs: np.ndarray) -> np.ndarray:
+        """A classifier's raw probabilities through the bundle's temperature; every path that scores with this
+        runner (here, and the asynchronous queue of `classify`) passes through this one place."""
+        if self.bundle.task == "classify" and self.bundle.temperature != 1.0:
             from ..evaluation.calibration import apply_temperature
 
-            out = apply_temperature(out, self.bundle.temperature)
-        return out
+            return apply_temperature(outputs, self.bundle.temperature)
+        return outputs
 
     def _output_tail(self) -> tuple[int, ...]:
         if self.bundle.task == "classify":

@@ -330,6 +330,7 @@ class _AsyncScorer:
         import openvino as ov
 
         self.compiled = runner.compiled
+        self.calibrate = runner.calibrate
         try:
             n = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         except RuntimeError:
@@ -340,7 +341,9 @@ class _AsyncScorer:
         self.queue.set_callback(self._callback)
 
     def _callback(self, request, tags) -> None:
-        self.on_done(tags, request.get_output_tensor(0).data)
+        # copied before the request's buffer is reused, and calibrated as `Runner.predict` is
+        outputs = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        self.on_done(tags, self.calibrate(outputs))
 
     def submit(self, x: np.ndarray, tags: list) -> None:
         self.queue.start_async({0: x}, tags)  # blocks while every request is busy: natural back-pressure

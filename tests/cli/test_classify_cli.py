@@ -353,3 +353,31 @@ def test_listing_is_sorted_like_paths_and_skips_hidden_and_excluded(tmp_path):
     # a file named twice (directly and through its folder) is listed once
     again, _, _ = find_scans([root / "a", root / "a" / "x.png"])
     assert again == [str(root.resolve() / "a/b/c.dcm"), str(root.resolve() / "a/x.png")]
+
+
+def test_classify_reports_the_calibrated_probabilities_evaluate_scores(tmp_path):
+    """`classify` scores through OpenVINO's asynchronous queue, `evaluate` through `Runner.predict`: the same
+    engine must give the same (temperature-calibrated) probabilities on the same scans."""
+    import csv as _csv
+
+    from typer.testing import CliRunner as _Runner
+
+    from neuralscan_cli.cli.app import app as _app
+    from neuralscan_cli.inference import load_bundle
+
+    bundle = load_bundle("bundled")
+    assert bundle.temperature != 1.0  # otherwise this test could not tell calibrated from raw
+    samples = Path(__file__).resolve().parents[2] / "neuralscan_cli" / "samples"
+    runner = _Runner()
+    r = runner.invoke(_app, ["classify", str(samples / "images"), "--out", str(tmp_path / "c.csv"),
+                             "--engine", "openvino-int8"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(_app, ["evaluate", "bundled", str(samples / "labels.csv"), "--out", str(tmp_path / "ev"),
+                             "--engine", "openvino-int8", "--bootstrap", "0"])
+    assert r.exit_code == 0, r.output
+    classified = {Path(row["path"]).name: row for row in _csv.DictReader(open(tmp_path / "c.csv"))}
+    evaluated = {Path(row["path"]).name: row for row in _csv.DictReader(open(tmp_path / "ev" / "predictions.csv"))}
+    assert len(classified) == 11 and set(evaluated) <= set(classified) and len(evaluated) >= 8
+    for name, row in evaluated.items():
+        for c in bundle.classes:
+            assert abs(float(classified[name][f"p_{c}"]) - float(row[f"p_{c}"])) < 2e-3, (name, c)
