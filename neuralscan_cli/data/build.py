@@ -28,7 +28,7 @@ from ..preprocess import PreprocessConfig, preprocess_image
 from .cache import CacheError, DatasetCache, write_cache
 from .dedup import merge_groups, near_duplicate_pairs, thumbnail
 from .sources import SourceItem, discover
-from .splits import SPLITS, SplitConfig, assign_splits, naive_split_leaks
+from .splits import SPLITS, SplitConfig, assign_splits, naive_split_leaks, whole_fold_splits
 
 
 class BuildError(NeuralScanError):
@@ -238,9 +238,20 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
     # groups: near-duplicates + given groups + patient keys + slices of one file
     n = len(records)
     pairs = near_duplicate_pairs(thumbs, dedup_threshold)
-    groups = merge_groups(n, pairs, [[r["given_group"] for r in records], [r["patient_key"] for r in records],
-                                     [str(r["item"]) for r in records]])
-    splits, moved = assign_splits(groups, labels, [r["fold"] for r in records], split)
+    group_keys = [[r["given_group"] for r in records], [r["patient_key"] for r in records],
+                  [str(r["item"]) for r in records]]
+    groups = merge_groups(n, pairs, group_keys)
+    # A dataset's folds are patient-grouped; without a patient key they are the only patient boundary known
+    # (figshare's PNG release: adjacent slices of one patient are not near-duplicates), so when no fold is
+    # named for val/test, a split by fraction sends whole folds. The cache's groups stay fine-grained
+    # (bootstrap intervals resample them).
+    folds = [r["fold"] for r in records]
+    fold_split = None
+    if not split.val_folds and not split.test_folds:
+        keyless = [r["fold"] if r["fold"] and not r["patient_key"] else "" for r in records]
+        if any(keyless):
+            fold_split = whole_fold_splits(keyless, labels, split)
+    splits, moved = assign_splits(groups, labels, folds, split, fold_split=fold_split)
     cross = int(sum(1 for a, b in pairs if labels[a] != labels[b]))
     leaks = naive_split_leaks(pairs, groups, n, split)
     group_sizes = Counter(groups.tolist())
@@ -249,6 +260,7 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
         "images_in_duplicate_sets": int(len(np.unique(pairs))) if len(pairs) else 0,
         "groups": int(len(group_sizes)), "largest_group": int(max(group_sizes.values())),
         "groups_moved_to_one_split": moved, "naive_image_split": leaks, "threshold": dedup_threshold,
+        "folds_kept_whole": fold_split or {},
     }
     for s in SPLITS:
         sel = [labels[i] for i in range(n) if splits[i] == s]

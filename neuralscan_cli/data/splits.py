@@ -58,15 +58,29 @@ def stratified_group_split(groups: np.ndarray, labels: np.ndarray, fractions: di
     return np.array(names, dtype=object)[assigned[g_idx]]
 
 
-def assign_splits(groups: np.ndarray, labels: list, folds: list, config: SplitConfig) -> tuple[np.ndarray, int]:
-    """Split per item. Items with a fold named in val/test folds go there; the rest split by group.
+def whole_fold_splits(folds: list[str], labels: list, config: SplitConfig) -> dict[str, str]:
+    """A split for each fold (items with '' have none), stratified by class over whole folds as
+    `stratified_group_split` does over groups; a fold too big for the val/test fractions stays in train."""
+    idx = [i for i, f in enumerate(folds) if f]
+    fractions = {"train": 1 - config.val_fraction - config.test_fraction,
+                 "val": config.val_fraction, "test": config.test_fraction}
+    per_item = stratified_group_split(np.array([folds[i] for i in idx], dtype=object),
+                                      np.array([labels[i] or "" for i in idx], dtype=object), fractions, config.seed)
+    return {str(folds[i]): str(s) for i, s in zip(idx, per_item)}
+
+
+def assign_splits(groups: np.ndarray, labels: list, folds: list, config: SplitConfig,
+                  fold_split: dict[str, str] | None = None) -> tuple[np.ndarray, int]:
+    """Split per item. Items with a fold named in val/test folds go there (or, with `fold_split`, wherever it
+    sends their fold); the rest split by group.
 
     A group that straddles folds sent to different splits goes wholly to the split most of it is in
     (returned count: how many such groups were moved), so no group is ever on two sides.
     """
     n = len(groups)
     split = np.full(n, "", dtype=object)
-    fold_split = {f: "val" for f in config.val_folds} | {f: "test" for f in config.test_folds}
+    if fold_split is None:
+        fold_split = {f: "val" for f in config.val_folds} | {f: "test" for f in config.test_folds}
     use_folds = bool(fold_split)
     labels_arr = np.array([lab if lab is not None else "" for lab in labels], dtype=object)
     by_fold = np.array([bool(use_folds and f is not None and f != "") for f in folds])

@@ -124,6 +124,37 @@ def test_figshare_fold4_in_val(figshare_build):
     assert (splits == "val").sum() >= 12 - sum(1 for i in range(len(cache)) if int(groups[i]) in moved_groups)
 
 
+def test_folds_without_patient_keys_go_whole_to_one_split(tmp_path):
+    """No fold named for val/test: a fold is the only patient boundary figshare's PNG release gives, so a split
+    by fraction sends each fold whole to one split (adjacent slices of a patient are not near-duplicates)."""
+    rows = _figshare_subset(folds=("1", "2", "3", "4"), per_class=3)
+    manifest = _write_csv(tmp_path / "fig.csv", rows, FIG, ["id", "image", "mask", "label", "fold"])
+    report = build_cache([manifest], tmp_path / "cache", config=CFG, workers=1,
+                         split=SplitConfig(val_fraction=0.25, test_fraction=0.25))
+    cache = DatasetCache.open(tmp_path / "cache")
+    split_of_fold = defaultdict(set)
+    for f, s in zip(cache.folds, cache.splits):
+        split_of_fold[str(f)].add(str(s))
+    assert all(len(s) == 1 for s in split_of_fold.values()), split_of_fold
+    assert {f: next(iter(s)) for f, s in split_of_fold.items()} == report.duplicates["folds_kept_whole"]
+    # four folds at 50/25/25: two train, one val, one test
+    assert sorted(report.duplicates["folds_kept_whole"].values()) == ["test", "train", "train", "val"]
+    # the cache's groups stay per slice / duplicate set, finer than the folds
+    assert len(set(cache.groups.tolist())) > 4
+
+
+def test_whole_fold_splits_keep_unfolded_items_out():
+    from neuralscan_cli.data.splits import whole_fold_splits
+
+    folds = ["1"] * 10 + ["2"] * 10 + [""] * 5
+    labels = ["a", "b"] * 10 + ["c"] * 5
+    mapping = whole_fold_splits(folds, labels, SplitConfig(val_fraction=0.3, test_fraction=0.0))
+    assert mapping == {"1": "train", "2": "val"} or mapping == {"1": "val", "2": "train"}
+    # a fraction too small for any whole fold leaves every fold in train
+    assert set(whole_fold_splits(folds, labels, SplitConfig(val_fraction=0.05, test_fraction=0.0)).values()) == \
+        {"train"}
+
+
 def test_figshare_masks_present_and_aligned(figshare_build):
     rows, out, _ = figshare_build
     cache = DatasetCache.open(out)
