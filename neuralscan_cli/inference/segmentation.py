@@ -246,29 +246,53 @@ def _save_png(path: Path, array: np.ndarray) -> None:
 
 
 def _write_nifti_mask(path: Path, source: Path, slices, masks: list[np.ndarray]) -> None:
-    """One mask volume for a NIfTI source, on the source's own voxel grid and affine when possible."""
-    import nibabel as nib
+    """One uint8 0/1 mask volume for a NIfTI source, on exactly the source's voxel grid: same shape (its first
+    3-D volume for 4-D data), same voxel order, same sform and qform with the same codes, so it can be used
+    voxel by voxel against the source (numpy, fslmaths -mas) as well as overlaid in a viewer.
 
-    from ..io import write_mask_nifti
+    The reader hands out slices of the canonical (RAS+) volume, `as_closest_canonical`, which applies
+    `io_orientation(source affine)` to the stored array; the mask volume is built in that canonical order and
+    brought back with the inverse transform, from canonical (RAS) to the stored orientation. A mask that
+    cannot be put on the source's grid is an error, never written on another grid.
+    """
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    from ..io.nifti import _load
 
     first = slices[0]
     shape, axis = tuple(first.extra["volume_shape"]), int(first.extra["axis"])
     volume = np.zeros(shape, dtype=np.uint8)
     for s, m in zip(slices, masks):
         index = [slice(None)] * 3
-        index[axis] = s.slice_index
-        volume[tuple(index)] = stored_from_display(m, s)
-    canonical = nib.Nifti1Image(volume, first.affine)
-    try:
-        stored = nib.load(source)
-        if len(stored.shape) >= 3:
-            back = canonical.as_reoriented(nib.orientations.io_orientation(stored.affine))
-            if back.shape == tuple(stored.shape[:3]) and np.allclose(back.affine, stored.affine, atol=1e-4):
-                write_mask_nifti(path, np.asarray(back.dataobj), stored.affine)
-                return
-    except Exception:  # noqa: BLE001 -- an unusual file name or header: the canonical grid is just as valid
-        pass
-    write_mask_nifti(path, volume, first.affine)
+        index[axis] = s.extra.get("canonical_index", s.slice_index)  # slice_index is the stored number
+        volume[tuple(index)] = stored_from_display(m, s) != 0
+
+    stored = _load(Path(source))
+    header = stored.header
+    stored_shape = tuple(int(n) for n in stored.shape[:3])
+    if len(stored_shape) == 2:  # a single 2-D slice: the reader added a third axis of length 1
+        stored_shape += (1,)
+    affine = np.asarray(stored.affine, dtype=np.float64)
+    to_stored = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(affine))
+    back = apply_orientation(volume, to_stored).astype(np.uint8)
+    canonical_affine = np.asarray(first.affine, dtype=np.float64)
+    if back.shape != stored_shape or not np.allclose(
+            canonical_affine @ nib.orientations.inv_ornt_aff(to_stored, shape), affine, atol=1e-4):
+        raise NeuralScanError(f"{source}: the mask does not map back onto the source's voxel grid "
+                              f"(shape {back.shape} vs {stored_shape})")
+    if len(stored.shape) == 2:
+        back = back[:, :, 0]
+
+    out = nib.Nifti1Image(back, affine)
+    out.set_data_dtype(np.uint8)
+    out.header.set_xyzt_units(*header.get_xyzt_units())
+    # The source's own transforms and codes (a code says what the world space is: scanner, aligned, MNI...).
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    out.set_sform(header.get_sform(), code=sform_code)
+    out.set_qform(header.get_qform(), code=qform_code)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(out, path)
 
 
 # -------------------------------------------------------------------------------------------- the work

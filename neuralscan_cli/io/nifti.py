@@ -8,9 +8,13 @@ columns Posterior->Anterior; shown as an image that is rotated 90 degrees from t
 radiological display (anterior up, patient's right on the image's left) of an axial slice `p` is
 `p[::-1, ::-1].T`, and a mask drawn on that display goes back with `mask.T[::-1, ::-1]`.
 
-Every slice carries the canonical affine and `extra={"volume_shape", "axis"}`: stacking per-slice masks
-(unrotated) at their `slice_index` along `axis` into a zero volume of `volume_shape` and saving it with
-that affine (`write_mask_nifti`) lines up with the original scan in any viewer.
+`slice_index` is the slice's number as stored in the file: the index along the stored axis that canonical
+`axis` comes from (for a file stored Superior->Inferior, canonical slice 0 is stored slice n-1), so the
+number a user reads in a CSV is the slice a viewer shows under that number. Slices still come out in canonical
+order. Every slice carries the canonical affine and `extra={"volume_shape", "axis", "canonical_index"}`:
+stacking per-slice masks (unrotated) at their `extra["canonical_index"]` along `axis` into a zero volume of
+`volume_shape` and saving it with that affine (`write_mask_nifti`) lines up with the original scan in any
+viewer; `neuralscan segment` goes one step further and maps that volume back onto the file's own voxel grid.
 """
 from __future__ import annotations
 
@@ -42,6 +46,15 @@ def _load(path: Path):
     return image_class.from_bytes(data)
 
 
+def _stored_axis_flipped(ornt: np.ndarray, axis: int) -> bool | None:
+    """Whether canonical `axis` runs against the stored axis it comes from (None: no single such axis).
+
+    `ornt` is `io_orientation` of the stored affine, one row (canonical axis, flip) per stored axis, which is
+    what `as_closest_canonical` applies."""
+    rows = np.flatnonzero(ornt[:, 0] == axis)
+    return bool(ornt[rows[0], 1] < 0) if len(rows) == 1 else None
+
+
 @register_reader
 class NiftiReader(ScanReader):
     name = "NIfTI"
@@ -70,6 +83,9 @@ class NiftiReader(ScanReader):
             image = nib.Nifti1Image(np.asanyarray(image.dataobj)[:, :, None], image.affine, image.header)
             axis = int(nib.io_orientation(image.affine)[2, 0])
         canonical = nib.as_closest_canonical(image)
+        flipped = _stored_axis_flipped(nib.io_orientation(image.affine), axis)
+        if flipped is None:
+            raise ScanReadError(f"{path}: cannot tell which stored axis is slice axis {axis} (degenerate affine)")
         volume_shape = tuple(int(n) for n in canonical.shape)
         in_plane = [a for a in range(3) if a != axis]
         affine = np.array(canonical.affine, dtype=np.float64)
@@ -88,11 +104,11 @@ class NiftiReader(ScanReader):
             ScanSlice(
                 pixels=np.ascontiguousarray(data.take(offset, axis=axis)),
                 source=str(path),
-                slice_index=index,
+                slice_index=volume_shape[axis] - 1 - index if flipped else index,  # the file's own number
                 spacing=spacing,
                 modality=None,
                 affine=affine.copy(),
-                extra={"volume_shape": volume_shape, "axis": axis},
+                extra={"volume_shape": volume_shape, "axis": axis, "canonical_index": index},
             )
             for offset, index in enumerate(indices)
         ]

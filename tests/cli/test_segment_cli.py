@@ -158,6 +158,94 @@ def test_nifti_in_gives_nifti_out_on_the_same_grid(bundle, tmp_path):
     assert (out / "masks" / "vol_s1_mask.png").is_file() and (out / "overlays" / "vol_s2_overlay.png").is_file()
 
 
+def oriented_affine(codes: str, zooms=(1.1, 1.3, 2.0), tilt_deg: float = 0.0) -> np.ndarray:
+    """An affine whose stored axes point along `codes` (e.g. "LIA": axis 0 -> Left, 1 -> Inferior, 2 ->
+    Anterior), optionally tilted about the world z axis by `tilt_deg` (oblique, still closest to `codes`)."""
+    import nibabel as nib
+
+    affine = np.diag([0.0, 0.0, 0.0, 1.0])
+    for axis, (world, flip) in enumerate(nib.orientations.axcodes2ornt(tuple(codes))):
+        affine[int(world), axis] = flip * zooms[axis]
+    t = np.deg2rad(tilt_deg)
+    rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    affine[:3, :3] = rot @ affine[:3, :3]
+    affine[:3, 3] = [-70.0, 85.0, -30.0]
+    return affine
+
+
+def stored_head_volume(affine: np.ndarray, n_slices: int, blob_slices, side=120, blob=(40, 75), blob_r=11):
+    """(volume, expected mask) in STORED voxel order: a head in every plane across the stored axis that runs
+    inferior-superior (so it is the axial slicing axis), a bright disc centred at in-plane stored voxel
+    `blob` of the planes `blob_slices` (stored indices)."""
+    import nibabel as nib
+
+    slice_axis = int(np.flatnonzero(nib.orientations.io_orientation(affine)[:, 0] == 2)[0])
+    planes = [head_image(side, 50, blob if k in blob_slices else None, blob_r) for k in range(n_slices)]
+    masks = [blob_mask(side, blob, blob_r) & (k in blob_slices) for k in range(n_slices)]
+    return np.stack(planes, axis=slice_axis), np.stack(masks, axis=slice_axis), slice_axis
+
+
+@pytest.mark.parametrize("codes,tilt", [("RAS", 0), ("LPS", 0), ("LIA", 0), ("PIR", 0), ("ASL", 0), ("ALS", 0),
+                                        ("LIA", 12)])
+def test_nifti_mask_is_on_the_source_voxel_grid_for_every_orientation(bundle, tmp_path, codes, tilt):
+    """The mask NIfTI is used voxel by voxel against its source (numpy, fslmaths -mas): read back WITHOUT any
+    reorientation it must have the source's shape, affine, sform/qform codes, and the tumour at the source's
+    stored voxels -- for permuted orientations (FreeSurfer's LIA...) and oblique affines too."""
+    import nibabel as nib
+
+    affine = oriented_affine(codes, tilt_deg=tilt)
+    volume, expected, slice_axis = stored_head_volume(affine, 3, blob_slices={0, 1})
+    source = nib.Nifti1Image(volume.astype(np.int16), affine)
+    source.set_sform(affine, code=2)  # aligned
+    source.set_qform(affine, code=1)  # scanner
+    path = tmp_path / f"vol_{codes}.nii.gz"
+    nib.save(source, path)
+    out = tmp_path / "out"
+    r = run(bundle, path, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert errors_of(out) == []
+
+    written = nib.load(out / "masks" / f"vol_{codes}_mask.nii.gz")
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+    assert (int(written.header["sform_code"]), int(written.header["qform_code"])) == (2, 1)
+    np.testing.assert_allclose(written.header.get_qform(), nib.load(path).header.get_qform(), atol=1e-5)
+    mask = np.asarray(written.dataobj)  # as stored: no as_closest_canonical
+    assert mask.shape == volume.shape and mask.dtype == np.uint8
+    assert dice(mask, expected) > 0.8
+    assert not mask.take(2, axis=slice_axis).any()
+    for k in (0, 1):
+        assert dice(mask.take(k, axis=slice_axis), expected.take(k, axis=slice_axis)) > 0.8
+    # the CSV numbers slices as the file does
+    rows = {int(row["slice"]): row["tumor_present"] for row in rows_of(out)}
+    assert rows == {0: "true", 1: "true", 2: "false"}
+
+
+def test_z_flipped_volume_reports_stored_slice_numbers(bundle, tmp_path):
+    """A volume stored superior-to-inferior (affine z step -2): the tumour in stored slice 0 is reported as
+    slice 0, in the CSV and the file names, where the mask NIfTI (and any viewer) puts it."""
+    import nibabel as nib
+
+    affine = np.diag([1.0, 1.0, -2.0, 1.0])
+    volume, expected, _ = stored_head_volume(affine, 4, blob_slices={0})
+    path = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(volume.astype(np.int16), affine), path)
+    out = tmp_path / "out"
+    r = run(bundle, path, "--out", out)
+    assert r.exit_code == 0, r.output
+
+    rows = {row["slice"]: row for row in rows_of(out)}
+    assert set(rows) == {"0", "1", "2", "3"}
+    assert [k for k, row in rows.items() if row["tumor_present"] == "true"] == ["0"]
+    assert rows["0"]["mask_file"] == "masks/vol_s0_mask.png"
+    assert rows["0"]["overlay_file"] == "overlays/vol_s0_overlay.png"
+    assert np.array(Image.open(out / "masks" / "vol_s0_mask.png")).any()
+    for k in (1, 2, 3):
+        assert rows[str(k)]["mask_file"] == f"masks/vol_s{k}_mask.png"
+        assert not np.array(Image.open(out / "masks" / f"vol_s{k}_mask.png")).any()
+    mask = np.asarray(nib.load(out / "masks" / "vol_mask.nii.gz").dataobj)
+    assert dice(mask[:, :, 0], expected[:, :, 0]) > 0.8 and not mask[:, :, 1:].any()
+
+
 def test_dicom_spacing_fills_mm_columns(bundle, tmp_path):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid

@@ -334,7 +334,7 @@ def test_nifti_volume_slices_spacing_and_affine(tmp_path, suffix):
         assert scan.pixels.dtype == np.float32
         assert scan.spacing == pytest.approx((0.9, 0.9))
         np.testing.assert_allclose(scan.affine, ras_affine())
-        assert scan.extra == {"volume_shape": (4, 5, 6), "axis": 2}
+        assert scan.extra == {"volume_shape": (4, 5, 6), "axis": 2, "canonical_index": k}
         assert scan.modality is None
 
 
@@ -380,6 +380,37 @@ def test_nifti_is_reoriented_to_canonical_and_mask_lines_up(tmp_path):
     np.testing.assert_allclose(on_original_grid.affine, canonical_affine)
     back_to_stored = written.as_reoriented(nib.orientations.io_orientation(affine))
     assert np.argwhere(np.asarray(back_to_stored.dataobj)).tolist() == [[3, 1, 2]]
+
+
+@pytest.mark.parametrize("codes", ["RAS", "LPS", "RAI", "LIA", "PIR", "ASL"])
+def test_nifti_slice_index_is_the_stored_index(tmp_path, codes):
+    """slice_index numbers a slice as the file stores it (what a viewer shows), whatever the orientation;
+    the canonical index the pixels were taken at is kept in extra."""
+    ornt = nib.orientations.axcodes2ornt(tuple(codes))
+    affine = np.diag([0.0, 0.0, 0.0, 1.0])
+    for stored_axis, (world_axis, flip) in enumerate(ornt):
+        affine[int(world_axis), stored_axis] = flip * (1.0 + stored_axis)
+    path = tmp_path / f"{codes}.nii.gz"
+    nib.save(nib.Nifti1Image(VOLUME, affine), path)
+    scans = read_scan(path)
+    stored_axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])  # the stored axis that runs (inferior-)superior
+    assert len(scans) == VOLUME.shape[stored_axis]
+    for k, scan in enumerate(scans):
+        assert scan.extra["canonical_index"] == k
+        stored = VOLUME.take(scan.slice_index, axis=stored_axis)  # the file's slice under that number
+        assert sorted(scan.pixels.ravel().tolist()) == sorted(stored.astype(np.float32).ravel().tolist())
+    flipped = ornt[stored_axis, 1] < 0
+    assert [s.slice_index for s in scans] == (list(range(len(scans)))[::-1] if flipped else list(range(len(scans))))
+
+
+def test_nifti_middle_on_a_z_flipped_volume_keeps_stored_indices(tmp_path):
+    path = tmp_path / "flipped_z.nii"
+    nib.save(nib.Nifti1Image(VOLUME, np.diag([1.0, 1.0, -2.0, 1.0])), path)
+    scans = read_scan(path, middle=3)
+    assert [s.extra["canonical_index"] for s in scans] == [1, 2, 3]
+    assert [s.slice_index for s in scans] == [4, 3, 2]
+    for scan in scans:
+        np.testing.assert_array_equal(scan.pixels, VOLUME[:, :, scan.slice_index].astype(np.float32))
 
 
 def test_nifti_scaling_is_applied(tmp_path):
