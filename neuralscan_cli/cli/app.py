@@ -1,7 +1,14 @@
 """The `neuralscan` command: one Typer app, one module per sub-command."""
 from __future__ import annotations
 
+import os
+
 import typer
+
+# TensorFlow and ITEX log a dozen start-up lines (CUDA stubs, plugin registration) at every import, before any
+# output of ours; a user's own setting wins
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("ITEX_CPP_MIN_LOG_LEVEL", "3")
 
 from .. import __version__
 

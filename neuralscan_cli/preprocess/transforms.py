@@ -78,8 +78,16 @@ def _integer_percentiles(sample: np.ndarray, qs) -> list[float] | None:
 
 
 def normalize_intensity(img: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Clip to the [low, high] percentiles and scale to [0, 1] (robust to a few hot pixels)."""
+    """Clip to the [low, high] percentiles and scale to [0, 1] (robust to a few hot pixels).
+
+    NaN / inf pixels (a float NIfTI's background after skull stripping or registration) count as the darkest
+    finite value; an image with no finite pixel is an error."""
     img = np.asarray(img)
+    if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
+        finite = np.isfinite(img)
+        if not finite.any():
+            raise ValueError("image holds no finite values (all NaN or infinite)")
+        img = np.where(finite, img, img[finite].min())
     # percentiles of a strided subsample: same answer to within a grey level, several times faster
     step = max(1, int(np.sqrt(img.size / 65536)))
     sample = img[::step, ::step]
@@ -93,8 +101,6 @@ def normalize_intensity(img: np.ndarray, low: float = 0.5, high: float = 99.5) -
             pct = _integer_percentiles(whole.astype(np.int64), (low, high))
     img = img.astype(np.float32, copy=False)
     lo, hi = pct if pct is not None else np.percentile(img[::step, ::step], [low, high])
-    if not np.isfinite(lo) or not np.isfinite(hi):
-        raise ValueError("image holds non-finite values")
     if hi <= lo:
         hi = float(img.max())
         lo = float(img.min())

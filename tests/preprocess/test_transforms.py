@@ -78,13 +78,6 @@ def test_normalize_mostly_constant_image_uses_full_range():
     assert out[10, 10] == 1.0 and out.sum() == 1.0
 
 
-def test_normalize_rejects_non_finite():
-    img = np.ones((32, 32), dtype=np.float32)
-    img[0, 0] = np.nan
-    with pytest.raises(ValueError):
-        normalize_intensity(img)
-
-
 def test_preprocess_constant_image_no_nan():
     out, mask, geom = preprocess_image(np.full((100, 120), 42.0), PreprocessConfig(size=64))
     assert out.shape == (64, 64) and out.dtype == np.float32
@@ -260,3 +253,21 @@ def test_histogram_percentiles_equal_numpy_to_the_bit(dtype, low, high):
         assert got == [float(ref[0]), float(ref[1])]
         fractional = img.astype(np.float32) + 0.25  # not whole numbers: numpy's own route
         assert np.array_equal(normalize_intensity(fractional), normalize_intensity(fractional.astype(np.float64)))
+
+
+def test_nan_background_counts_as_the_darkest_value():
+    """A float NIfTI with NaN outside the brain is normalised as if the background were its darkest value."""
+    rng = np.random.default_rng(0)
+    img = rng.uniform(10, 200, (64, 64)).astype(np.float32)
+    img[:, :8] = 10.0
+    with_nan = img.copy()
+    with_nan[:, :8] = np.nan
+    with_nan[0, 0] = np.inf
+    out = normalize_intensity(with_nan)
+    assert np.isfinite(out).all()
+    darkest = float(np.nanmin(np.where(np.isinf(with_nan), np.nan, with_nan)))
+    expected = np.where(np.isfinite(with_nan), with_nan, darkest)
+    np.testing.assert_allclose(out, normalize_intensity(expected), atol=1e-6)
+    assert (out[:, :8] == 0).all() and out[0, 0] == 0
+    with pytest.raises(ValueError, match="no finite values"):
+        normalize_intensity(np.full((8, 8), np.nan, np.float32))
