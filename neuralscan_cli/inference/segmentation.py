@@ -12,7 +12,8 @@ specks, maps the mask back onto the scan's own grid and measures it. It writes, 
   segment.json       the model, threshold, small-blob rule and gate the folder's results came from
 
 <name> is the input's path relative to the common folder of all inputs, without its extension, so two
-`scan.png` in different folders do not collide. Rerunning the same command resumes: scans whose rows are
+`scan.png` in different folders do not collide; a name another scan already owns in this folder (an earlier
+run from another root, or `y.dcm`'s slice 1 beside a `y_s1.jpg`) becomes `<name>~2` (`OutputFiles`). Rerunning the same command resumes: scans whose rows are
 already in measurements.csv are skipped; files that failed before are tried again.
 
 NIfTI slices are segmented in the usual radiological display (the reader's canonical slice `p` shown as
@@ -158,6 +159,63 @@ def _format(value) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+class OutputFiles:
+    """The output files (relative to the output folder) each scan owns, so that no scan writes over another's
+    mask or overlay: two inputs named alike under different roots, segmented one run after the other into one
+    folder, or a multi-slice `y.dcm` (its slice 1 is `y_s1`) beside a `y_s1.jpg`. A scan whose names are taken
+    gets `<name>~2` (then ~3...); a rerun of the same scan keeps its own names."""
+
+    def __init__(self) -> None:
+        self.owner: dict[str, str] = {}
+
+    def claim_rows(self, rows) -> None:
+        """Names already written, from earlier rows (dicts with path, slice, mask_file, overlay_file)."""
+        for row in rows:
+            path = str(row.get("path") or "")
+            for key in ("mask_file", "overlay_file"):
+                if row.get(key):
+                    self.owner.setdefault(str(row[key]), path)
+            mask = str(row.get("mask_file") or "")
+            if path.lower().endswith((".nii", ".nii.gz")) and mask.endswith("_mask.png"):
+                stem = mask[len("masks/"):-len("_mask.png")]
+                suffix = f"_s{row.get('slice')}"
+                for name in {stem, stem[:-len(suffix)] if stem.endswith(suffix) else stem}:
+                    self.owner.setdefault(f"masks/{name}_mask.nii.gz", path)
+
+    @staticmethod
+    def files_of(job: "ScanJob", name: str) -> tuple[list[tuple[str, str]], str | None]:
+        """Per slice (mask, overlay) names, and the NIfTI mask volume's name (None for other sources)."""
+        multi = len(job.slices) > 1
+        per_slice = []
+        for s in job.slices:
+            stem = f"{name}_s{s.slice_index}" if multi else name
+            per_slice.append((f"masks/{stem}_mask.png", f"overlays/{stem}_overlay.png"))
+        first = job.slices[0]
+        volume = f"masks/{name}_mask.nii.gz" if first.affine is not None and "volume_shape" in first.extra else None
+        return per_slice, volume
+
+    def claim(self, job: "ScanJob") -> tuple[list[tuple[str, str]], str | None]:
+        path = str(job.path)
+        k = 1
+        while True:
+            name = job.name if k == 1 else f"{job.name}~{k}"
+            per_slice, volume = self.files_of(job, name)
+            wanted = [f for pair in per_slice for f in pair] + ([volume] if volume else [])
+            if all(self.owner.get(f, path) == path for f in wanted) and len(set(wanted)) == len(wanted):
+                for f in wanted:
+                    self.owner[f] = path
+                return per_slice, volume
+            k += 1
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """measurements.csv as dicts (after `_read_done` has checked and repaired it)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _read_done(path: Path) -> set[str]:
@@ -410,13 +468,14 @@ def load_gate(segmenter: ModelBundle, gate: str | Path | None = None, engine: st
 
 
 def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float, min_pixels: int,
-                absent: Sequence[bool] | None = None) -> tuple[list, int]:
+                absent: Sequence[bool] | None = None, files: OutputFiles | None = None) -> tuple[list, int]:
     """Masks, overlays and measurement rows of one scan; slices marked in `absent` (a gate's no-tumour calls)
-    get an empty mask. Returns (csv rows, slices with tumour)."""
+    get an empty mask; `files` keeps the scan off other scans' file names. Returns (csv rows, slices with
+    tumour)."""
     from ..io import write_mask_png
     from ..preprocess import restore_mask
 
-    multi = len(job.slices) > 1
+    per_slice, volume = (files or OutputFiles()).claim(job)
     rows, masks, n_tumor = [], [], 0
     for k, (s, prob, geom, (pixels, spacing, midline)) in enumerate(zip(job.slices, probs, job.geoms,
                                                                          job.displays)):
@@ -427,14 +486,13 @@ def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float
         sagittal = s.affine is not None and s.extra.get("axis") == 0  # a sagittal slice has no left or right
         m = measure_mask(mask, spacing, None if sagittal else midline)
         n_tumor += bool(m["tumor_present"])
-        stem = f"{job.name}_s{s.slice_index}" if multi else job.name
-        mask_rel, overlay_rel = f"masks/{stem}_mask.png", f"overlays/{stem}_overlay.png"
+        mask_rel, overlay_rel = per_slice[k]
         write_mask_png(out_dir / mask_rel, mask)
         _save_png(out_dir / overlay_rel, overlay_rgb(pixels, mask))
         masks.append(mask)
         rows.append([str(job.path), s.slice_index, *(m[c] for c in COLUMNS), mask_rel, overlay_rel])
-    if job.slices[0].affine is not None and "volume_shape" in job.slices[0].extra:
-        _write_nifti_mask(out_dir / f"masks/{job.name}_mask.nii.gz", job.path, job.slices, masks)
+    if volume is not None:
+        _write_nifti_mask(out_dir / volume, job.path, job.slices, masks)
     return rows, n_tumor
 
 
@@ -479,6 +537,8 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                               "threshold": float(threshold), "min_component": float(min_component),
                               "gate": None if tumour_gate is None else str(Path(tumour_gate.bundle.root).resolve())})
     done = _read_done(out_dir / MEASUREMENTS)
+    output_files = OutputFiles()
+    output_files.claim_rows(_read_rows(out_dir / MEASUREMENTS))
     todo = [f for f in files if f not in done]
     summary = SegmentSummary(out_dir, model=bundle.name, engine=runner.engine, n_files=len(files),
                              n_resumed=len(files) - len(todo), n_ignored=ignored)
@@ -522,7 +582,8 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                 n = len(job.images)
                 try:
                     rows, n_tumor = finish_scan(job, probs[start:start + n], out_dir, threshold, min_pixels,
-                                                None if absent is None else absent[start:start + n])
+                                                None if absent is None else absent[start:start + n],
+                                                files=output_files)
                 except Exception as exc:  # noqa: BLE001 -- one bad scan must not stop the batch
                     failed(job.path, exc)
                 else:

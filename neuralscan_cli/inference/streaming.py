@@ -396,7 +396,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     NeuralScanError/BundleError before anything is written; a file that cannot be read is recorded in the
     errors file and the summary, and the rest go on.
     """
-    from .segmentation import find_scans, load_segmenter, output_names
+    from .segmentation import OutputFiles, find_scans, load_segmenter, output_names
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -441,6 +441,9 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     if on_total:
         on_total(len(todo))
     names = output_names(files, root) if seg_runner is not None else {}
+    output_files = OutputFiles()
+    if seg_runner is not None and output.path.is_file() and output.path.stat().st_size:
+        output_files.claim_rows(output._read_rows())  # masks written by earlier runs into this folder
     # a file's record is made when decoding reaches it and dropped once written, so the run holds a few
     # dozen records, not one per file listed (a long run must not grow with the archive)
     entries = (_File(f, names.get(f, "")) for f in todo)
@@ -479,7 +482,8 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
             # no_tumor beside a measured tumour (and no second classifier runs)
             absent = [int(entry.probs[k].argmax()) == no_tumor_index for k in range(len(entry.slices))] \
                 if gated else None
-            srows, _n = finish_scan(entry.seg_job, probs, seg_dir, seg_threshold, min_pixels, absent)
+            srows, _n = finish_scan(entry.seg_job, probs, seg_dir, seg_threshold, min_pixels, absent,
+                                    files=output_files)
             for r in srows:
                 values = dict(zip(FIELDS, r))
                 seg_rows[int(values["slice"])] = {k: values[k] for k in FIELDS if k not in ("path", "slice")}

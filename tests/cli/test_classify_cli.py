@@ -381,3 +381,29 @@ def test_classify_reports_the_calibrated_probabilities_evaluate_scores(tmp_path)
     for name, row in evaluated.items():
         for c in bundle.classes:
             assert abs(float(classified[name][f"p_{c}"]) - float(row[f"p_{c}"])) < 2e-3, (name, c)
+
+
+def test_with_segmentation_never_reuses_another_scans_mask_name(tmp_path):
+    """Two folders each holding an `x.png`, classified one run after the other into one results file."""
+    import csv as _csv
+    import shutil as _shutil
+
+    from typer.testing import CliRunner as _Runner
+
+    from neuralscan_cli.cli.app import app as _app
+
+    samples = Path(__file__).resolve().parents[2] / "neuralscan_cli" / "samples" / "images"
+    out = tmp_path / "r.csv"
+    for folder, sample in (("A", "0153.png"), ("B", "2200.png")):
+        (tmp_path / folder).mkdir()
+        _shutil.copy(samples / sample, tmp_path / folder / "x.png")
+        r = _Runner().invoke(_app, ["classify", str(tmp_path / folder), "--out", str(out), "--with-segmentation"])
+        assert r.exit_code == 0, r.output
+    rows = list(_csv.DictReader(open(out)))
+    assert [Path(row["path"]).parent.name for row in rows] == ["A", "B"]
+    assert rows[0]["mask_file"] != rows[1]["mask_file"] and rows[0]["overlay_file"] != rows[1]["overlay_file"]
+    from PIL import Image as _Image
+
+    for row in rows:
+        mask = np.asarray(_Image.open(tmp_path / "r_segmentation" / row["mask_file"])) > 0
+        assert int(row["area_px"]) == int(mask.sum())

@@ -465,3 +465,34 @@ def test_a_gate_must_be_a_classifier_with_no_tumor_reading_the_same_images(bundl
         r = run(bundle, tmp_path / "in", "--out", tmp_path / "out", "--gate", gate)
         assert_one_line_error(r, 2, fragment)
     assert not (tmp_path / "out" / "measurements.csv").exists()
+
+
+def test_no_scan_writes_over_another_scans_files(bundle, tmp_path):
+    """Two `x.png` under different roots segmented one run after the other into one folder, and a three-slice
+    `y.nii.gz` (its slice 1 is `y_s1`) beside a `y_s1.png`: every row points at its own scan's mask."""
+    import nibabel as nib
+
+    out = tmp_path / "out"
+    a = save_png(tmp_path / "rootA" / "images" / "x.png", head_image(96, 40, blob=(30, 40), blob_r=10))
+    b = save_png(tmp_path / "rootB" / "images" / "x.png", head_image(96, 40, blob=(60, 55), blob_r=6))
+    assert run(bundle, a.parent, "--out", out, "--gate", "none").exit_code == 0
+    assert run(bundle, b.parent, "--out", out, "--gate", "none").exit_code == 0
+    mixed = tmp_path / "mixed"
+    volume = np.stack([head_image(96, 40, blob=(30 + 10 * k, 40), blob_r=8) for k in range(3)], axis=2)
+    nib.save(nib.Nifti1Image(volume.astype(np.int16), np.eye(4)), save_png(mixed / "y_s1.png", head_image(
+        96, 40, blob=(70, 70), blob_r=5)).parent / "y.nii.gz")
+    r = run(bundle, mixed, "--out", out, "--gate", "none")
+    assert r.exit_code == 0, r.output
+    rows = rows_of(out)
+    assert len(rows) == 2 + 3 + 1
+    for key in ("mask_file", "overlay_file"):
+        assert len({row[key] for row in rows}) == len(rows), [row[key] for row in rows]
+    # each mask file holds its own scan's outline: the blobs differ in size, so do the areas
+    for row in rows:
+        mask = np.asarray(Image.open(out / row["mask_file"])) > 0
+        assert int(row["area_px"]) == int(mask.sum()), row
+    assert {row["mask_file"] for row in rows if row["path"] == str(b)} == {"masks/x~2_mask.png"}
+    assert (out / "masks" / "y_mask.nii.gz").is_file() or (out / "masks" / "y~2_mask.nii.gz").is_file()
+    # a rerun resumes and keeps every scan's names
+    r = run(bundle, mixed, "--out", out, "--gate", "none")
+    assert r.exit_code == 0 and rows_of(out) == rows
