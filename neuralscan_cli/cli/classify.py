@@ -93,7 +93,7 @@ def _print_scans(s) -> None:
             [("outlined", "left"), ("area px", "right"), ("max diam.", "right")] if seg else []):
         table.add_column(col, justify=justify, no_wrap=True)
     for r in rows:
-        cells = [Path(r["path"]).name, r["slice"], r["label"], f"{float(r['confidence']):.2f}"]
+        cells = [Path(r["path"]).name, r["slice"], r["label"], f"{float(r['confidence']):.2f}" if r['confidence'] else ""]
         if seg:
             diameter = (f"{float(r['max_diameter_mm']):.1f} mm" if r.get("max_diameter_mm") else
                         f"{float(r['max_diameter_px']):.1f} px" if r.get("max_diameter_px") else "")

@@ -38,6 +38,7 @@ from ..errors import NeuralScanError
 from ..io.base import display_slice, stored_from_display
 from ..evaluation.measurements import COLUMNS, measure_mask, remove_small_components
 from ..evaluation.metrics import NO_TUMOR
+from ..preprocess import no_signal
 from .bundle import ModelBundle
 
 FIELDS = ["path", "slice", *COLUMNS, "mask_file", "overlay_file"]
@@ -576,7 +577,10 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                 return
             images = np.stack([im for job in pending for im in job.images]).astype(np.float32)
             probs = runner.predict(images, batch_size=batch_size)
-            absent = tumour_gate.absent(images) if tumour_gate is not None else None
+            # blank slices (a volume's empty ends) get an empty mask, as do the gate's no-tumour calls
+            absent = no_signal(images)
+            if tumour_gate is not None:
+                absent |= np.asarray(tumour_gate.absent(images), dtype=bool)
             start = 0
             for job in pending:
                 n = len(job.images)

@@ -49,6 +49,7 @@ from .bundle import ModelBundle
 
 FORMATS = ("csv", "jsonl")
 NO_TUMOR = "no_tumor"
+BLANK = "blank"  # the label of a slice with no signal (no probabilities, no tumour)
 OPENVINO_BATCH = 4  # images per infer request (see `classify_paths`)
 KERAS_BATCH = 32
 MAX_PENDING_FILES = 64  # files decoded and submitted but not yet written
@@ -269,6 +270,7 @@ class _File:
     remaining: int = 0
     error: str | None = None
     seg_job: object = None
+    blank: np.ndarray | None = None  # per slice: no signal (see preprocess.no_signal)
 
 
 def _error_text(path: Path, exc: BaseException) -> str:
@@ -283,7 +285,7 @@ def _error_text(path: Path, exc: BaseException) -> str:
 def _decode(entry: _File, config, seg_config) -> _File:
     """Read and preprocess every slice (in a worker thread); a failure is recorded, never raised."""
     from ..io import read_scan
-    from ..preprocess import preprocess_image
+    from ..preprocess import no_signal, preprocess_image
     from ..io.base import display_slice
     from .segmentation import prepare_scan
 
@@ -296,6 +298,7 @@ def _decode(entry: _File, config, seg_config) -> _File:
             images.append(np.rint(img01 * 255.0).astype(np.uint8))  # as the cache stores it
             entry.slices.append(int(s.slice_index))
         entry.images = np.stack(images)
+        entry.blank = no_signal(entry.images)
         if seg_config is not None:
             entry.seg_job = prepare_scan(Path(entry.path), entry.name, seg_config)
     except Exception as exc:  # noqa: BLE001 -- corrupt, empty, not a scan: reported and skipped
@@ -480,8 +483,8 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
             probs = seg_runner.predict(np.stack(entry.seg_job.images).astype(np.float32), batch_size=16)
             # a gated segmenter: this classifier's own no_tumor calls empty the masks, so a row never says
             # no_tumor beside a measured tumour (and no second classifier runs)
-            absent = [int(entry.probs[k].argmax()) == no_tumor_index for k in range(len(entry.slices))] \
-                if gated else None
+            absent = [bool(entry.blank[k]) or (gated and int(entry.probs[k].argmax()) == no_tumor_index)
+                      for k in range(len(entry.slices))]
             srows, _n = finish_scan(entry.seg_job, probs, seg_dir, seg_threshold, min_pixels, absent,
                                     files=output_files)
             for r in srows:
@@ -489,11 +492,16 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
                 seg_rows[int(values["slice"])] = {k: values[k] for k in FIELDS if k not in ("path", "slice")}
         for k, s in enumerate(entry.slices):
             p = entry.probs[k]
-            top = int(p.argmax())
-            label = classes[top]
-            row = {"path": str(entry.path), "slice": s, "label": label, "confidence": round(float(p[top]), 6)}
-            row |= {f"p_{c}": round(float(v), 6) for c, v in zip(classes, p)}
-            row["tumor"] = (label != NO_TUMOR) if no_tumor_known else None
+            if entry.blank[k]:  # nothing to classify: said so, not guessed
+                row = {"path": str(entry.path), "slice": s, "label": BLANK, "confidence": None}
+                row |= {f"p_{c}": None for c in classes}
+                row["tumor"] = False if no_tumor_known else None
+            else:
+                top = int(p.argmax())
+                label = classes[top]
+                row = {"path": str(entry.path), "slice": s, "label": label, "confidence": round(float(p[top]), 6)}
+                row |= {f"p_{c}": round(float(v), 6) for c, v in zip(classes, p)}
+                row["tumor"] = (label != NO_TUMOR) if no_tumor_known else None
             row["model"] = tag
             if entry.seg_job is not None:
                 row |= seg_rows.get(s, {})

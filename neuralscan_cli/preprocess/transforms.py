@@ -193,3 +193,14 @@ def preprocess_image(img: np.ndarray, config: PreprocessConfig, mask: np.ndarray
     if mask is not None:
         out_mask = apply_geometry((np.asarray(mask) > 0).astype(np.uint8), geom, nearest=True)
     return out, out_mask, geom
+
+
+def no_signal(images: np.ndarray) -> np.ndarray:
+    """Per preprocessed image (uint8 0-255 or float 0-1, shape (n, S, S[, 1])): True where it holds no signal,
+    under two grey levels between its darkest and brightest pixel (a blank or uniform slice, the empty end
+    slices of a volume). A model's call on such an image means nothing, so it is not reported as one."""
+    x = np.asarray(images)
+    x = x.reshape(len(x), -1).astype(np.float32)
+    if np.issubdtype(np.asarray(images).dtype, np.floating):
+        x = x * 255.0
+    return (x.max(axis=1) - x.min(axis=1)) < 2.0

@@ -407,3 +407,31 @@ def test_with_segmentation_never_reuses_another_scans_mask_name(tmp_path):
     for row in rows:
         mask = np.asarray(_Image.open(tmp_path / "r_segmentation" / row["mask_file"])) > 0
         assert int(row["area_px"]) == int(mask.sum())
+
+
+def test_blank_slices_are_labelled_blank_not_guessed(tmp_path):
+    """An all-black and a uniform grey image (a volume's empty end slices): no class, no probabilities, no
+    tumour, and an empty mask; the real scan beside them is classified as usual."""
+    import csv as _csv
+    import shutil as _shutil
+
+    from PIL import Image as _Image
+    from typer.testing import CliRunner as _Runner
+
+    from neuralscan_cli.cli.app import app as _app
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    _Image.fromarray(np.zeros((128, 128), np.uint8)).save(scans / "black.png")
+    _Image.fromarray(np.full((128, 128), 120, np.uint8)).save(scans / "grey.png")
+    _shutil.copy(Path(__file__).resolve().parents[2] / "neuralscan_cli" / "samples" / "images" / "0153.png", scans)
+    r = _Runner().invoke(_app, ["classify", str(scans), "--out", str(tmp_path / "r.csv"), "--with-segmentation"])
+    assert r.exit_code == 0, r.output
+    rows = {Path(row["path"]).name: row for row in _csv.DictReader(open(tmp_path / "r.csv"))}
+    for name in ("black.png", "grey.png"):
+        row = rows[name]
+        assert row["label"] == "blank" and row["confidence"] == "" and row["tumor"] == "false", row
+        assert all(row[k] == "" for k in row if k.startswith("p_"))
+        assert row["tumor_present"] == "false"
+        assert not (np.asarray(_Image.open(tmp_path / "r_segmentation" / row["mask_file"])) > 0).any()
+    assert rows["0153.png"]["label"] != "blank" and float(rows["0153.png"]["confidence"]) > 0.25

@@ -271,3 +271,15 @@ def test_nan_background_counts_as_the_darkest_value():
     assert (out[:, :8] == 0).all() and out[0, 0] == 0
     with pytest.raises(ValueError, match="no finite values"):
         normalize_intensity(np.full((8, 8), np.nan, np.float32))
+
+
+def test_no_signal_flags_blank_and_uniform_images_only():
+    from neuralscan_cli.preprocess import no_signal
+
+    rng = np.random.default_rng(1)
+    images = np.stack([np.zeros((16, 16)), np.full((16, 16), 120.0), np.full((16, 16), 120.0),
+                       rng.integers(0, 256, (16, 16))]).astype(np.uint8)
+    images[2, 3, 3] = 125  # one pixel five grey levels brighter: a signal, however faint
+    assert no_signal(images).tolist() == [True, True, False, False]
+    # the same on float images in [0, 1]
+    assert no_signal(images.astype(np.float32) / 255.0).tolist() == [True, True, False, False]
