@@ -23,6 +23,10 @@ from ..errors import NeuralScanError
 from ..io.base import one_line
 from .bundle import BundleError, ModelBundle
 
+def _shape_text(dims: tuple) -> str:
+    return "x".join("?" if d is None else str(d) for d in dims) or "scalar"
+
+
 class Runner(ABC):
     """One loaded network. `predict` batches internally; outputs are float32 numpy."""
 
@@ -31,6 +35,26 @@ class Runner(ABC):
     def __init__(self, bundle: ModelBundle):
         self.bundle = bundle
         self.size = bundle.size
+
+    def _check_network(self, where, input_shape, output_shape) -> None:
+        """The network must fit model.json (its size, its classes): a model file from another bundle would
+        otherwise fail deep inside the engine, or give rows under the wrong class names."""
+        dims = lambda shape: tuple(None if d is None else int(d) for d in list(shape)[1:])  # noqa: E731
+        expected_in = (self.size, self.size, 1)
+        got_in = dims(input_shape)
+        if len(got_in) != 3 or any(g is not None and g != e for g, e in zip(got_in, expected_in)):
+            raise BundleError(f"{where}: the network takes {_shape_text(got_in)} images, model.json says "
+                              f"{self.size}x{self.size}x1; the model file does not belong to this bundle")
+        got_out = dims(output_shape)
+        if self.bundle.task == "classify":
+            n = len(self.bundle.classes)
+            if len(got_out) != 1 or (got_out[0] is not None and got_out[0] != n):
+                raise BundleError(f"{where}: the network outputs {_shape_text(got_out)} values per image, model.json "
+                                  f"lists {n} classes ({', '.join(self.bundle.classes)}); the model file does not "
+                                  "belong to this bundle")
+        elif len(got_out) != 3 or got_out[-1] not in (1, None):
+            raise BundleError(f"{where}: the network outputs {_shape_text(got_out)} per image, not a one-channel "
+                              "mask; the model file does not belong to this bundle")
 
     def _as_input(self, images01: np.ndarray) -> np.ndarray:
         x = np.asarray(images01, dtype=np.float32)
@@ -132,6 +156,8 @@ class KerasRunner(Runner):
     def __init__(self, bundle: ModelBundle, model=None):
         super().__init__(bundle)
         self.model = model if model is not None else load_keras_model(bundle)
+        outputs = self.model.outputs if isinstance(self.model.outputs, (list, tuple)) else [self.model.outputs]
+        self._check_network(bundle.path_of("keras") or bundle.root, self.model.inputs[0].shape, outputs[0].shape)
 
     def _predict(self, x: np.ndarray, batch_size: int) -> np.ndarray:
         out = self.model.predict(x, batch_size=batch_size, verbose=0)
@@ -157,7 +183,11 @@ class OpenVINORunner(Runner):
             model = core.read_model(str(xml))
         except RuntimeError as exc:
             raise BundleError(f"{xml}: cannot read the OpenVINO model ({str(exc).splitlines()[0]})") from None
-        shape = model.inputs[0].partial_shape
+        in_shape, out_shape = model.inputs[0].partial_shape, model.outputs[0].partial_shape
+        if not in_shape.rank.is_dynamic and not out_shape.rank.is_dynamic:
+            static = lambda s: [None if d.is_dynamic else d.get_length() for d in s]  # noqa: E731
+            self._check_network(xml, static(in_shape), static(out_shape))
+        shape = in_shape
         if shape.rank.is_dynamic or shape.rank.get_length() != 4 or not shape[0].is_dynamic:
             # IR exported with a fixed batch: make the batch free so any batch size runs without recompiling
             model.reshape([-1, self.size, self.size, 1])

@@ -49,3 +49,41 @@ def test_unexpected_exception_is_one_line_from_the_console_script(monkeypatch, c
     monkeypatch.setenv("NEURALSCAN_DEBUG", "1")
     with pytest.raises(RuntimeError):
         app_module.main()
+
+
+def _tiny_bundle(root: Path, *, net_size: int, net_classes: int, json_size: int, json_classes: list[str]) -> Path:
+    import json
+
+    import keras
+
+    from neuralscan_cli.inference import new_bundle_meta
+    from neuralscan_cli.preprocess import PreprocessConfig
+
+    root.mkdir(parents=True)
+    inp = keras.Input((net_size, net_size, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inp)
+    model = keras.Model(inp, keras.layers.Dense(net_classes, activation="softmax")(x))
+    model.save(root / "model.keras")
+    meta = new_bundle_meta(task="classify", classes=json_classes, size=json_size,
+                           preprocessing=PreprocessConfig(size=json_size).to_dict(), name="mismatch",
+                           architecture="test")
+    meta["files"] = {"keras": "model.keras"}
+    (root / "model.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.parametrize("net_size, net_classes, expected", [
+    (64, 3, "outputs 3 values per image, model.json lists 4 classes"),
+    (32, 4, "takes 32x32x1 images, model.json says 64x64x1"),
+])
+def test_network_that_does_not_fit_its_model_json_is_one_line(tmp_path, net_size, net_classes, expected):
+    bundle = _tiny_bundle(tmp_path / "bundle", net_size=net_size, net_classes=net_classes, json_size=64,
+                          json_classes=["glioma", "meningioma", "no_tumor", "pituitary"])
+    out = tmp_path / "r.csv"
+    result = cli.invoke(app_module.app, ["classify", str(SAMPLE), "--out", str(out), "--model", str(bundle),
+                                         "--engine", "keras"])
+    assert result.exit_code == 2, result.output
+    assert not isinstance(result.exception, Exception), result.exception
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.output
+    assert not out.exists()
