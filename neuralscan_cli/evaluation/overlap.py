@@ -1,0 +1,43 @@
+"""Does the data being scored overlap what the model was trained on? Read from the training provenance that
+`train` writes into model.json, so `evaluate` can say when its figures measure fit rather than new patients."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def training_overlap(training: dict | None, *, data: str | Path, data_kind: str, split: str,
+                     cache_info: dict | None = None) -> str | None:
+    """A one-line warning when the scored images may have been training images, else None.
+
+    `training` is model.json's "training" block (None for models of unknown origin: nothing to say);
+    `cache_info` the scored cache's dataset.json when `data_kind` is "cache"."""
+    trained_on = (training or {}).get("data") or {}
+    sources = {_resolved(s) for s in trained_on.get("sources") or []}
+    if not sources:
+        return None
+    train_split = trained_on.get("train_split", "train")
+    if data_kind == "cache" and cache_info is not None:
+        same_images = cache_info.get("fingerprint") and cache_info.get("fingerprint") == trained_on.get("fingerprint")
+        # the fingerprint covers the images, not the split: the same images split another way mix the two
+        if same_images and cache_info.get("split") == trained_on.get("split"):
+            if split in (train_split, "all"):
+                return (f"the model was trained on this cache's '{train_split}' split: these figures measure fit, "
+                        "not performance on unseen patients")
+            return None  # its own held-out split
+        shared = sources & {_resolved(s) for s in cache_info.get("sources") or []}
+    else:
+        scored = _resolved(data)
+        shared = {s for s in sources if s == scored or Path(s).parent == Path(scored)
+                  or Path(scored) in Path(s).parents or Path(s).parent in Path(scored).parents}
+    if not shared:
+        return None
+    names = ", ".join(sorted(shared))
+    return (f"the model was trained on images from {names} (cache {trained_on.get('fingerprint', '?')}); unless "
+            "this data keeps those images out, these figures are not a held-out estimate")
+
+
+def _resolved(path: str | Path) -> str:
+    try:
+        return str(Path(path).expanduser().resolve())
+    except OSError:
+        return str(path)

@@ -1,0 +1,40 @@
+"""evaluate's warning when the scored data may hold the model's own training images (from model.json)."""
+from neuralscan_cli.evaluation.overlap import training_overlap
+
+SPLIT_95 = {"val_fraction": 0.05, "test_fraction": 0.0, "val_folds": [], "test_folds": [], "seed": 42}
+SPLIT_F4 = {"val_fraction": 0.2, "test_fraction": 0.0, "val_folds": ["4"], "test_folds": [], "seed": 42}
+
+
+def _training(tmp_path):
+    return {"data": {"fingerprint": "abc", "sources": [str(tmp_path / "figshare" / "labels.csv")],
+                     "split": SPLIT_95, "train_split": "train", "val_split": "val"}}
+
+
+def _cache(tmp_path, fingerprint="abc", split=SPLIT_95, sources=None):
+    return {"fingerprint": fingerprint, "split": split,
+            "sources": sources if sources is not None else [str(tmp_path / "figshare" / "labels.csv")]}
+
+
+def test_own_cache(tmp_path):
+    t = _training(tmp_path)
+    assert training_overlap(t, data=tmp_path / "c", data_kind="cache", split="val", cache_info=_cache(tmp_path)) is None
+    for split in ("train", "all"):
+        msg = training_overlap(t, data=tmp_path / "c", data_kind="cache", split=split, cache_info=_cache(tmp_path))
+        assert msg is not None and "measure fit" in msg
+
+
+def test_same_images_split_another_way_or_shared_sources(tmp_path):
+    t = _training(tmp_path)
+    for info in (_cache(tmp_path, split=SPLIT_F4), _cache(tmp_path, fingerprint="other")):
+        msg = training_overlap(t, data=tmp_path / "c", data_kind="cache", split="val", cache_info=info)
+        assert msg is not None and "not a held-out estimate" in msg and "figshare" in msg
+    unrelated = _cache(tmp_path, fingerprint="other", sources=[str(tmp_path / "hospital" / "scans.csv")])
+    assert training_overlap(t, data=tmp_path / "c", data_kind="cache", split="val", cache_info=unrelated) is None
+
+
+def test_raw_data(tmp_path):
+    t = _training(tmp_path)
+    for data in (tmp_path / "figshare" / "labels.csv", tmp_path / "figshare" / "images", tmp_path):
+        assert training_overlap(t, data=data, data_kind="manifest", split="all") is not None, data
+    assert training_overlap(t, data=tmp_path / "hospital", data_kind="folder", split="all") is None
+    assert training_overlap(None, data=tmp_path / "figshare" / "labels.csv", data_kind="manifest", split="all") is None
