@@ -202,7 +202,7 @@ def _write_gradcam(runner, images01, y_true, probs, records, out_dir: Path, n: i
     titles = [f"{Path(records[i]['path']).name}: true {classes[y_true[i]]}, predicted {classes[pred[i]]} "
               f"({conf[i]:.2f})" for i in order]
     written = save_gradcam_overlays(images01[order], heatmaps, [records[i]["path"] for i in order], out_dir, titles)
-    console.print(f"Grad-CAM for {len(written)} image(s) ({int(min(len(wrong), n))} errors) in {out_dir}",
+    console.print(f"Grad-CAM for {len(written)} image(s) ({int(min(len(wrong), n))} misclassified) in {out_dir}",
                   highlight=False, soft_wrap=True)
 
 

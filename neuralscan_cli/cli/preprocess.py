@@ -89,8 +89,9 @@ def _print_summary(report) -> None:
     naive = d.get("naive_image_split", {})
     console.print(
         f"files {report.n_files} ({report.n_slices} slices): {report.n_processed} processed, {report.n_reused} "
-        f"unchanged, {report.n_excluded} left out by --classes; {report.images_per_second:.0f} files/s, "
-        f"{report.seconds:.1f} s")
+        f"unchanged, {report.n_excluded} left out by --classes; "
+        + (f"{report.images_per_second:.0f} files/s, " if report.n_processed else "")
+        + f"{report.seconds:.1f} s")
     console.print(
         f"near-duplicates: {d.get('pairs', 0)} pairs ({d.get('pairs_across_labels', 0)} across labels) in "
         f"{d.get('images_in_duplicate_sets', 0)} images; {d.get('groups', 0)} groups, largest "

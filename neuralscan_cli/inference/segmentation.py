@@ -432,10 +432,14 @@ class TumourGate:
     """
 
     def __init__(self, spec: str | Path, segmenter: ModelBundle, engine: str = "auto"):
+        from .bundle import BundleError
         from .runners import load_for_task
 
         self.spec = str(spec)
-        self.bundle, self.runner = load_for_task(_gate_path(spec, segmenter), "classify", engine)
+        try:
+            self.bundle, self.runner = load_for_task(_gate_path(spec, segmenter), "classify", engine)
+        except BundleError as exc:  # say it is the gate that is wrong, not the command's own model
+            raise NeuralScanError(f"gate {self.spec}: {exc}") from None
         if NO_TUMOR not in self.bundle.classes:
             raise NeuralScanError(f"gate {self.spec}: the classifier has no {NO_TUMOR} class "
                                   f"({', '.join(self.bundle.classes)}), so it cannot tell a scan has no tumour")
