@@ -56,7 +56,6 @@ _register()
 def main() -> None:
     """The console script: expected failures exit 2 with one line inside each command; this is the last resort,
     so that an unforeseen one still ends in one line (NEURALSCAN_DEBUG=1 shows the traceback)."""
-    import os
     import sys
 
     try:
