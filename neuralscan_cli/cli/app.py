@@ -5,8 +5,8 @@ import os
 
 import typer
 
-# TensorFlow and ITEX log a dozen start-up lines (CUDA stubs, plugin registration) at every import, before any
-# output of ours; a user's own setting wins
+# TensorFlow and ITEX log a dozen start-up lines at every import, before any output of ours; level 3, because
+# TF 2.15 logs its CUDA-stub registration noise at ERROR level (real failures still raise); a user's setting wins
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ITEX_CPP_MIN_LOG_LEVEL", "3")
 
@@ -63,10 +63,9 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the catch-all a console script needs
         if os.environ.get("NEURALSCAN_DEBUG"):
             raise
-        from .common import err_console
+        from .common import fail
 
         text = str(exc).splitlines()[0] if str(exc) else ""
-        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}{': ' + text if text else ''} "
-                          "(please report it; NEURALSCAN_DEBUG=1 shows the traceback)",
-                          highlight=False, soft_wrap=True)
+        fail(f"unexpected {type(exc).__name__}{': ' + text if text else ''} (please report it; "
+             "NEURALSCAN_DEBUG=1 shows the traceback)")
         sys.exit(1)

@@ -99,7 +99,7 @@ def _print_summary(report) -> None:
         f"{naive.get('duplicate_pairs_split', 0)} duplicate pairs and {naive.get('groups_split', 0)} groups on "
         f"both sides; here no group spans two splits")
     if d.get("folds_kept_whole"):
-        where = ", ".join(f"fold {f} -> {s}" for f, s in sorted(d["folds_kept_whole"].items()))
+        where = ", ".join(f"{f} -> {s}" for f, s in sorted(d["folds_kept_whole"].items()))
         console.print(f"folds without patient keys went whole to one split (patients never straddle): {where}",
                       highlight=False, soft_wrap=True)
     if report.errors:

@@ -61,6 +61,8 @@ def _item_key(item: SourceItem, cfg: dict, axis: int, middle: int | None) -> str
             st = p.stat()
             parts += [str(p), str(st.st_size), str(st.st_mtime_ns)]
     parts += [json.dumps(cfg, sort_keys=True), str(axis), str(middle)]
+    if str(item.path).lower().endswith((".nii", ".nii.gz")):
+        parts.append("slice numbers as stored")  # older caches hold canonical ones: such rows are redone
     return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
 
@@ -248,9 +250,13 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
     folds = [r["fold"] for r in records]
     fold_split = None
     if not split.val_folds and not split.test_folds:
-        keyless = [r["fold"] if r["fold"] and not r["patient_key"] else "" for r in records]
+        # only items whose patients are unknown otherwise (no patient key, no given group); a fold is
+        # named with its source, so one dataset's fold 1 is not another's
+        keyless = [f"{r['source']} fold {r['fold']}" if r["fold"] and not r["patient_key"] and not r["given_group"]
+                   else "" for r in records]
         if any(keyless):
             fold_split = whole_fold_splits(keyless, labels, split)
+            folds = keyless  # the others split by group, as without folds
     splits, moved = assign_splits(groups, labels, folds, split, fold_split=fold_split)
     cross = int(sum(1 for a, b in pairs if labels[a] != labels[b]))
     leaks = naive_split_leaks(pairs, groups, n, split)

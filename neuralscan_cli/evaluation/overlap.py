@@ -18,17 +18,22 @@ def training_overlap(training: dict | None, *, data: str | Path, data_kind: str,
     train_split = trained_on.get("train_split", "train")
     if data_kind == "cache" and cache_info is not None:
         same_images = cache_info.get("fingerprint") and cache_info.get("fingerprint") == trained_on.get("fingerprint")
-        # the fingerprint covers the images, not the split: the same images split another way mix the two
-        if same_images and cache_info.get("split") == trained_on.get("split"):
+        # the fingerprint covers the images, not the split: the same images split another way (other options,
+        # or another version of preprocess) mix the two
+        same_split = (cache_info.get("split") == trained_on.get("split")
+                      and cache_info.get("split_counts") == trained_on.get("split_counts"))
+        if same_images and same_split:
             if split in (train_split, "all"):
                 return (f"the model was trained on this cache's '{train_split}' split: these figures measure fit, "
                         "not performance on unseen patients")
             return None  # its own held-out split
         shared = sources & {_resolved(s) for s in cache_info.get("sources") or []}
     else:
-        scored = _resolved(data)
-        shared = {s for s in sources if s == scored or Path(s).parent == Path(scored)
-                  or Path(scored) in Path(s).parents or Path(s).parent in Path(scored).parents}
+        scored = Path(_resolved(data))
+        # a manifest source stands for its folder's images; a folder source for itself
+        roots = {s: Path(s) if Path(s).is_dir() else Path(s).parent for s in sources}
+        shared = {s for s, root in roots.items()
+                  if scored == Path(s) or scored == root or root in scored.parents or scored in root.parents}
     if not shared:
         return None
     names = ", ".join(sorted(shared))

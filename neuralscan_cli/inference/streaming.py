@@ -14,8 +14,9 @@ The pipeline, one stage feeding the next through bounded buffers, so memory stay
 
 Every slice of a file is one row (`columns`): path, slice, label, confidence, p_<class> for each class of the
 model in its class order (the 4-class model's classes are sorted: p_glioma, p_meningioma, p_no_tumor,
-p_pituitary), tumor (true unless the label is no_tumor; empty for a model without a no_tumor class) and model
-(bundle name:engine). With a segmenter (`with_segmentation`), the segmentation library's measurement columns
+p_pituitary), tumor (true unless the label is no_tumor or blank; empty for a model without a no_tumor class)
+and model (bundle name:engine). A slice with no signal (`preprocess.no_signal`) is labelled blank, with empty
+probabilities. With a segmenter (`with_segmentation`), the segmentation library's measurement columns
 follow, and its masks and overlays are written to `seg_out_dir`. When the segmenter's model.json names a gate
 (inference.segmentation.TumourGate), this classifier's own no_tumor calls are the gate.
 
@@ -584,7 +585,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         pool.shutdown(wait=True, cancel_futures=True)
         output.close()
         summary.counts = dict(sorted(counts.items()))
-        summary.n_tumor = sum(n for c, n in counts.items() if c != NO_TUMOR) if no_tumor_known else 0
+        summary.n_tumor = sum(n for c, n in counts.items() if c not in (NO_TUMOR, BLANK)) if no_tumor_known else 0
         summary.seconds = time.perf_counter() - t0
     return summary
 

@@ -81,12 +81,12 @@ def normalize_intensity(img: np.ndarray, low: float = 0.5, high: float = 99.5) -
     """Clip to the [low, high] percentiles and scale to [0, 1] (robust to a few hot pixels).
 
     NaN / inf pixels (a float NIfTI's background after skull stripping or registration) count as the darkest
-    finite value; an image with no finite pixel is an error."""
+    finite value; a slice with no finite pixel at all (such a volume's end slices) is empty: all zeros."""
     img = np.asarray(img)
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
         finite = np.isfinite(img)
         if not finite.any():
-            raise ValueError("image holds no finite values (all NaN or infinite)")
+            return np.zeros(img.shape, np.float32)
         img = np.where(finite, img, img[finite].min())
     # percentiles of a strided subsample: same answer to within a grey level, several times faster
     step = max(1, int(np.sqrt(img.size / 65536)))

@@ -87,3 +87,10 @@ def test_network_that_does_not_fit_its_model_json_is_one_line(tmp_path, net_size
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.output
     assert not out.exists()
+
+
+def test_brackets_in_a_path_are_printed_not_read_as_markup(tmp_path):
+    missing = tmp_path / "[study 7]" / "scan.png"
+    result = cli.invoke(app_module.app, ["classify", str(missing), "--out", str(tmp_path / "r.csv")])
+    assert result.exit_code == 2 and not isinstance(result.exception, Exception), result.exception
+    assert "[study 7]" in result.output

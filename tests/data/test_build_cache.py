@@ -136,11 +136,25 @@ def test_folds_without_patient_keys_go_whole_to_one_split(tmp_path):
     for f, s in zip(cache.folds, cache.splits):
         split_of_fold[str(f)].add(str(s))
     assert all(len(s) == 1 for s in split_of_fold.values()), split_of_fold
-    assert {f: next(iter(s)) for f, s in split_of_fold.items()} == report.duplicates["folds_kept_whole"]
+    kept = report.duplicates["folds_kept_whole"]
+    assert set(kept) == {f"fig fold {f}" for f in "1234"}  # named with their source
+    assert {f: next(iter(s)) for f, s in split_of_fold.items()} == {k.split(" fold ")[1]: v for k, v in kept.items()}
     # four folds at 50/25/25: two train, one val, one test
     assert sorted(report.duplicates["folds_kept_whole"].values()) == ["test", "train", "train", "val"]
     # the cache's groups stay per slice / duplicate set, finer than the folds
     assert len(set(cache.groups.tolist())) > 4
+
+
+def test_folds_with_patient_groups_split_by_patient(tmp_path):
+    """A manifest that names each row's patient (a group column) beside its fold: split by patient as before."""
+    rows = [dict(r, group=f"p{r['id']}") for r in _figshare_subset(folds=("1", "2", "3", "4"), per_class=3)]
+    manifest = _write_csv(tmp_path / "fig.csv", rows, FIG, ["id", "image", "mask", "label", "fold", "group"])
+    report = build_cache([manifest], tmp_path / "cache", config=CFG, workers=1,
+                         split=SplitConfig(val_fraction=0.25, test_fraction=0.25))
+    cache = DatasetCache.open(tmp_path / "cache")
+    assert report.duplicates["folds_kept_whole"] == {}
+    assert len({(str(f), str(s)) for f, s in zip(cache.folds, cache.splits)}) > 4  # folds span splits
+    assert all(len(s) == 1 for s in _split_of_groups(cache).values())
 
 
 def test_whole_fold_splits_keep_unfolded_items_out():

@@ -7,11 +7,14 @@ SPLIT_F4 = {"val_fraction": 0.2, "test_fraction": 0.0, "val_folds": ["4"], "test
 
 def _training(tmp_path):
     return {"data": {"fingerprint": "abc", "sources": [str(tmp_path / "figshare" / "labels.csv")],
-                     "split": SPLIT_95, "train_split": "train", "val_split": "val"}}
+                     "split": SPLIT_95, "split_counts": COUNTS, "train_split": "train", "val_split": "val"}}
 
 
-def _cache(tmp_path, fingerprint="abc", split=SPLIT_95, sources=None):
-    return {"fingerprint": fingerprint, "split": split,
+COUNTS = {"train": {"glioma": 9}, "val": {"glioma": 1}}
+
+
+def _cache(tmp_path, fingerprint="abc", split=SPLIT_95, sources=None, counts=COUNTS):
+    return {"fingerprint": fingerprint, "split": split, "split_counts": counts,
             "sources": sources if sources is not None else [str(tmp_path / "figshare" / "labels.csv")]}
 
 
@@ -25,7 +28,8 @@ def test_own_cache(tmp_path):
 
 def test_same_images_split_another_way_or_shared_sources(tmp_path):
     t = _training(tmp_path)
-    for info in (_cache(tmp_path, split=SPLIT_F4), _cache(tmp_path, fingerprint="other")):
+    rebuilt = _cache(tmp_path, counts={"train": {"glioma": 10}})  # same options, another preprocess version
+    for info in (_cache(tmp_path, split=SPLIT_F4), _cache(tmp_path, fingerprint="other"), rebuilt):
         msg = training_overlap(t, data=tmp_path / "c", data_kind="cache", split="val", cache_info=info)
         assert msg is not None and "not a held-out estimate" in msg and "figshare" in msg
     unrelated = _cache(tmp_path, fingerprint="other", sources=[str(tmp_path / "hospital" / "scans.csv")])
@@ -37,4 +41,9 @@ def test_raw_data(tmp_path):
     for data in (tmp_path / "figshare" / "labels.csv", tmp_path / "figshare" / "images", tmp_path):
         assert training_overlap(t, data=data, data_kind="manifest", split="all") is not None, data
     assert training_overlap(t, data=tmp_path / "hospital", data_kind="folder", split="all") is None
+    # a folder source stands for itself, not for its parent's other folders
+    (tmp_path / "br35h").mkdir()
+    folder_source = {"data": {"fingerprint": "f", "sources": [str(tmp_path / "br35h")]}}
+    assert training_overlap(folder_source, data=tmp_path / "br35h" / "yes", data_kind="folder", split="all")
+    assert training_overlap(folder_source, data=tmp_path / "hospital", data_kind="folder", split="all") is None
     assert training_overlap(None, data=tmp_path / "figshare" / "labels.csv", data_kind="manifest", split="all") is None
