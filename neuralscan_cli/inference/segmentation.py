@@ -13,8 +13,9 @@ specks, maps the mask back onto the scan's own grid and measures it. It writes, 
 
 <name> is the input's path relative to the common folder of all inputs, without its extension, so two
 `scan.png` in different folders do not collide; a name another scan already owns in this folder (an earlier
-run from another root, or `y.dcm`'s slice 1 beside a `y_s1.jpg`) becomes `<name>~2` (`OutputFiles`). Rerunning the same command resumes: scans whose rows are
-already in measurements.csv are skipped; files that failed before are tried again.
+run from another root, or `y.dcm`'s slice 1 beside a `y_s1.jpg`) becomes `<name>~2` (`OutputFiles`).
+Rerunning the same command resumes: scans whose rows are already in measurements.csv are skipped; files that
+failed before are tried again.
 
 NIfTI slices are segmented in the usual radiological display (the reader's canonical slice `p` shown as
 `p[::-1, ::-1].T`: anterior / superior up, the patient's right on the image's left), which is how the 2-D
@@ -317,6 +318,7 @@ def _write_nifti_mask(path: Path, source: Path, slices, masks: list[np.ndarray])
     import nibabel as nib
     from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
+    from ..io import write_mask_nifti
     from ..io.nifti import _load
 
     first = slices[0]
@@ -342,16 +344,7 @@ def _write_nifti_mask(path: Path, source: Path, slices, masks: list[np.ndarray])
                               f"(shape {back.shape} vs {stored_shape})")
     if len(stored.shape) == 2:
         back = back[:, :, 0]
-
-    out = nib.Nifti1Image(back, affine)
-    out.set_data_dtype(np.uint8)
-    out.header.set_xyzt_units(*header.get_xyzt_units())
-    # The source's own transforms and codes (a code says what the world space is: scanner, aligned, MNI...).
-    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
-    out.set_sform(header.get_sform(), code=sform_code)
-    out.set_qform(header.get_qform(), code=qform_code)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(out, path)
+    write_mask_nifti(path, back, affine, header=header)
 
 
 # -------------------------------------------------------------------------------------------- the work
