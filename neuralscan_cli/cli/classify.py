@@ -15,8 +15,9 @@ MAX_PROBLEMS_SHOWN = 5
 
 @app.command(no_args_is_help=True)
 def classify(
-    paths: list[Path] = typer.Argument(..., help="Scan files or folders (searched recursively): PNG, JPEG, BMP, "
-                                       "TIFF, DICOM, NIfTI, figshare .mat. Volumes give one row per slice.",
+    paths: list[Path] = typer.Argument(..., help="Scan files, folders (searched recursively) or CSV manifests "
+                                       "(an 'image' column): PNG, JPEG, BMP, TIFF, DICOM, NIfTI, figshare .mat. "
+                                       "Volumes give one row per slice.",
                                        metavar="PATH..."),
     out: Path = typer.Option(..., "--out", "-o", help="Results file (.csv, or .jsonl). Rerunning with the same "
                              "file resumes; <name>.errors.csv lists the files that failed."),

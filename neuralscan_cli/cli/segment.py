@@ -14,8 +14,8 @@ MAX_PROBLEMS_SHOWN = 10
 
 @app.command(no_args_is_help=True)
 def segment(
-    paths: list[Path] = typer.Argument(..., help="Scan files or folders (searched recursively): PNG, JPEG, BMP, "
-                                       "TIFF, DICOM, NIfTI, figshare .mat.", metavar="PATH..."),
+    paths: list[Path] = typer.Argument(..., help="Scan files, folders (searched recursively) or CSV manifests "
+                                       "(an 'image' column): PNG, JPEG, BMP, TIFF, DICOM, NIfTI, figshare .mat.", metavar="PATH..."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for masks/, overlays/, measurements.csv and "
                              "errors.csv. Rerunning into the same folder resumes."),
     model: str = typer.Option("bundled-segmenter", help="A segmentation bundle folder, a model file inside one, "
@@ -29,6 +29,10 @@ def segment(
     gate: str = typer.Option(None, help="A classifier (bundle folder or 'bundled') whose no_tumor call empties "
                              "a slice's mask, or 'none' (default: the model's own; the shipped segmenter is "
                              "gated by the shipped classifier)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh: delete this folder's earlier "
+                                   "results (measurements, errors, and the masks and overlays they list) "
+                                   "instead of resuming."),
+    limit: int = typer.Option(None, min=0, help="Segment at most N files in this run (a rerun does the rest)."),
 ):
     """Outline the tumour in every scan: a mask (PNG; NIfTI too for NIfTI input, with the scan's affine), an
     overlay PNG, and one row of measurements (area, RANO diameters, centroid, side) per slice."""
@@ -55,8 +59,8 @@ def segment(
                 bar.update(task, completed=done, rate=f"{done / elapsed:.1f} scans/s")
 
             summary = segment_paths(paths, bundle, out, threshold=threshold, batch_size=batch_size,
-                                    min_component=min_component, gate=gate, runner=runner, on_total=on_total,
-                                    on_progress=on_progress)
+                                    min_component=min_component, gate=gate, runner=runner,
+                                    overwrite=overwrite, limit=limit, on_total=on_total, on_progress=on_progress)
     fail_if_single_bad_file(n_files=summary.n_files, n_failed=summary.n_failed, errors=summary.errors)
     _print_summary(summary)
     fail_if_nothing_done(n_failed=summary.n_failed, n_done=summary.n_segmented, n_resumed=summary.n_resumed,
@@ -66,6 +70,8 @@ def segment(
 def _print_summary(s) -> None:
     rows = [("scan files found", s.n_files), ("segmented now", s.n_segmented), ("  slices", s.n_slices),
             ("  slices with tumour", s.n_tumor), ("done before (resumed)", s.n_resumed), ("failed", s.n_failed)]
+    if s.stopped_early:
+        rows.append(("left for a later run (--limit)", s.n_files - s.n_resumed - s.n_segmented - s.n_failed))
     if s.n_ignored:
         rows.append(("non-scan files ignored", s.n_ignored))
     print_counts(f"Segmentation with {s.model} ({s.engine})", rows)

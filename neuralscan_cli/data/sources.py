@@ -11,6 +11,7 @@ from ..errors import NeuralScanError
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..io import is_scan_file
 
@@ -32,38 +33,53 @@ class SourceItem:
     source: str = ""  # short name of the source it came from
 
 
-def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:
-    base = csv_path.parent
-    name = csv_path.parent.name if csv_path.name.lower() in {"labels.csv", "manifest.csv"} else csv_path.stem
-    problems: list[str] = []
-    items: list[SourceItem] = []
+def _manifest_rows(csv_path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, row with lower-case keys and stripped values) of a manifest; SourceError if it has no
+    'image' column or cannot be read."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             cols = [c.strip().lower() for c in (reader.fieldnames or [])]
             if "image" not in cols:
                 raise SourceError(f"{csv_path}: a manifest needs an 'image' column (found: {', '.join(cols) or 'none'})")
-            group_col = next((c for c in GROUP_COLUMNS if c in cols), None)
             for lineno, raw in enumerate(reader, start=2):
-                row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
-                if not row.get("image"):
-                    problems.append(f"{csv_path}:{lineno}: empty image path")
-                    continue
-                img = (base / row["image"]).resolve()
-                if not img.is_file():
-                    problems.append(f"{img}: listed in {csv_path.name} line {lineno} but missing")
-                    continue
-                mask = None
-                if row.get("mask"):
-                    mask = (base / row["mask"]).resolve()
-                    if not mask.is_file():
-                        problems.append(f"{mask}: mask listed in {csv_path.name} line {lineno} but missing")
-                        mask = None
-                group = row.get(group_col) if group_col else None
-                items.append(SourceItem(img, row.get("label") or None, mask, row.get("fold") or None,
-                                        f"{name}:{group}" if group else None, name))
+                yield lineno, {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise SourceError(f"{csv_path}: cannot read manifest ({exc})") from None
+
+
+def manifest_scan_paths(csv_path: str | Path) -> list[Path]:
+    """Every image a manifest lists (paths relative to its folder, resolved), present or not: for commands
+    that score a list of scans (`classify`, `segment`), where a missing file is one failed row, not a stop."""
+    csv_path = Path(csv_path).resolve()
+    return [(csv_path.parent / row["image"]).resolve() for _, row in _manifest_rows(csv_path) if row.get("image")]
+
+
+def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:
+    base = csv_path.parent
+    name = csv_path.parent.name if csv_path.name.lower() in {"labels.csv", "manifest.csv"} else csv_path.stem
+    problems: list[str] = []
+    items: list[SourceItem] = []
+    group_col = None
+    for lineno, row in _manifest_rows(csv_path):
+        if group_col is None:
+            group_col = next((c for c in GROUP_COLUMNS if c in row), "")
+        if not row.get("image"):
+            problems.append(f"{csv_path}:{lineno}: empty image path")
+            continue
+        img = (base / row["image"]).resolve()
+        if not img.is_file():
+            problems.append(f"{img}: listed in {csv_path.name} line {lineno} but missing")
+            continue
+        mask = None
+        if row.get("mask"):
+            mask = (base / row["mask"]).resolve()
+            if not mask.is_file():
+                problems.append(f"{mask}: mask listed in {csv_path.name} line {lineno} but missing")
+                mask = None
+        group = row.get(group_col) if group_col else None
+        items.append(SourceItem(img, row.get("label") or None, mask, row.get("fold") or None,
+                                f"{name}:{group}" if group else None, name))
     return items, problems
 
 

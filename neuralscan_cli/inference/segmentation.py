@@ -62,6 +62,7 @@ class SegmentSummary:
     n_ignored: int = 0  # files in the folders that are not scans (wrong extension and signature)
     errors: list[str] = field(default_factory=list)  # one line per failed file
     seconds: float = 0.0
+    stopped_early: bool = False  # `limit` left files for a later run
 
     @property
     def n_failed(self) -> int:
@@ -96,9 +97,12 @@ def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -
     """(scan file paths as strings, their common root, number of non-scan files ignored) for files and folders.
 
     Folders are walked recursively (hidden files and anything under `exclude` left out) in sorted order; a
-    file named explicitly is always taken, whatever its format (a bad one fails later, with its reason).
-    Raises NeuralScanError for a missing path or when no scan file is found.
+    `.csv` file is a manifest whose `image` column lists the scans (as `preprocess` and `evaluate` read it; a
+    listed file that is missing fails later, as one bad file); any other file named explicitly is always
+    taken, whatever its format (a bad one fails later, with its reason). Raises NeuralScanError for a missing
+    path or when no scan file is found.
     """
+    from ..data import manifest_scan_paths
     from ..io import is_scan_file
 
     exclude = str(Path(exclude).resolve()) if exclude is not None else None
@@ -116,6 +120,10 @@ def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -
                     files.append(f)
                 else:
                     ignored += 1
+        elif p.suffix.lower() == ".csv":
+            listed = [str(f) for f in manifest_scan_paths(p)]
+            roots.extend({os.path.dirname(f) for f in listed} or {str(p.parent)})
+            files.extend(listed)
         else:
             roots.append(str(p.parent))
             files.append(str(p))
@@ -246,6 +254,26 @@ def _read_done(path: Path) -> set[str]:
         return {row[0] for row in reader if row}
 
 
+def clear_results(out_dir: Path) -> None:
+    """Remove a folder's earlier results (for a fresh start): the masks and overlays its measurements.csv
+    lists, then measurements.csv, errors.csv and segment.json. Files it does not list are left alone."""
+    measurements = out_dir / MEASUREMENTS
+    if measurements.is_file():
+        with open(measurements, newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            ours = reader.fieldnames == FIELDS  # never read another program's file as a list to delete
+            rows = list(reader) if ours else []
+        written = OutputFiles()
+        written.claim_rows(rows)
+        root = out_dir.resolve()
+        for name in written.owner:
+            f = (out_dir / name).resolve()
+            if f.is_relative_to(root):
+                f.unlink(missing_ok=True)
+    for name in (MEASUREMENTS, ERRORS, RUN_INFO):
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def _check_run_info(out_dir: Path, info: dict) -> None:
     """Results in one folder must come from one model and threshold, or a resumed run would mix them."""
     path = out_dir / RUN_INFO
@@ -260,7 +288,7 @@ def _check_run_info(out_dir: Path, info: dict) -> None:
                 if old != info[key]:
                     raise NeuralScanError(f"{out_dir} holds results made with {key.replace('_', ' ')} "
                                           f"{old}, not {info[key]}; use the same settings to resume, "
-                                          f"or another --out folder")
+                                          f"--overwrite, or another --out folder")
     path.write_text(json.dumps(info, indent=2))
 
 
@@ -504,9 +532,13 @@ def load_segmenter(model: str | Path | ModelBundle, engine: str = "auto"):
 def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, out_dir: str | Path, *,
                   engine: str = "auto", threshold: float | None = None, batch_size: int = 16,
                   min_component: float | None = None, gate: str | Path | None = None, runner=None,
+                  overwrite: bool = False, limit: int | None = None,
                   on_total: Callable[[int], None] | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> SegmentSummary:
     """Segment every scan under `paths` into `out_dir` (see the module docstring); resumable.
+
+    `overwrite`: start afresh (`clear_results`) instead of resuming; `limit`: segment at most this many files
+    in this run (a rerun does the rest).
 
     `on_total(n)` is called once with the number of files to process in this run, `on_progress(done, n)`
     after each file (segmented or failed). `gate`: a classifier that empties the masks of slices it calls
@@ -516,6 +548,8 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     """
     t0 = time.perf_counter()
     check_postprocessing(threshold, min_component)
+    if limit is not None and limit < 0:
+        raise NeuralScanError(f"limit must be 0 or more, got {limit}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NeuralScanError(f"{out_dir}: exists and is not a folder")
@@ -531,6 +565,8 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     min_component = bundle.postprocessing["min_component"] if min_component is None else float(min_component)
     tumour_gate = load_gate(bundle, gate)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        clear_results(out_dir)
     _check_run_info(out_dir, {"model": bundle.name, "model_path": str(Path(bundle.root).resolve()),
                               "threshold": float(threshold), "min_component": float(min_component),
                               "gate": None if tumour_gate is None else str(Path(tumour_gate.bundle.root).resolve())})
@@ -540,6 +576,8 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     todo = [f for f in files if f not in done]
     summary = SegmentSummary(out_dir, model=bundle.name, engine=runner.engine, n_files=len(files),
                              n_resumed=len(files) - len(todo), n_ignored=ignored)
+    if limit is not None and len(todo) > limit:
+        todo, summary.stopped_early = todo[:limit], True
     if on_total:
         on_total(len(todo))
     min_pixels = bundle.min_component_pixels(min_component)

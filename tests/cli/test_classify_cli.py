@@ -435,3 +435,27 @@ def test_blank_slices_are_labelled_blank_not_guessed(tmp_path):
         assert row["tumor_present"] == "false"
         assert not (np.asarray(_Image.open(tmp_path / "r_segmentation" / row["mask_file"])) > 0).any()
     assert rows["0153.png"]["label"] != "blank" and float(rows["0153.png"]["confidence"]) > 0.25
+
+
+def test_a_csv_manifest_lists_the_scans_and_a_missing_one_is_one_failed_row(work, tmp_path):
+    """Hospital exports come as lists: classify reads a manifest's `image` column (paths relative to it), as
+    preprocess and evaluate do; a listed file that is gone is reported and skipped, not a stop."""
+    listed = work["good"][:3]
+    manifest = tmp_path / "batch.csv"
+    lines = ["image,label"] + [f"{Path(p).relative_to(work['scans'])},x" for p in listed] + ["gone.png,x"]
+    # the manifest lives beside the scans, so its relative paths resolve against its own folder
+    manifest = work["scans"] / "batch.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    try:
+        out = tmp_path / "r.csv"
+        r = _run(manifest, "--out", out, "--model", work["exported"])
+        assert r.exit_code == 0, r.output
+        assert sorted(row["path"] for row in _rows(out)) == sorted(listed)
+        errors = _rows(sidecar_paths(out)[1])
+        assert [Path(e["path"]).name for e in errors] == ["gone.png"]
+        # a CSV without an image column is a user mistake, said in one line
+        bad = tmp_path / "bad.csv"
+        bad.write_text("file,label\na.png,x\n")
+        _assert_one_line_error(_run(bad, "--out", tmp_path / "r2.csv", "--model", work["exported"]), 2, "'image'")
+    finally:
+        manifest.unlink()

@@ -496,3 +496,46 @@ def test_no_scan_writes_over_another_scans_files(bundle, tmp_path):
     # a rerun resumes and keeps every scan's names
     r = run(bundle, mixed, "--out", out, "--gate", "none")
     assert r.exit_code == 0 and rows_of(out) == rows
+
+
+def test_limit_splits_a_batch_over_runs_and_overwrite_starts_afresh(bundle, tmp_path):
+    data = tmp_path / "data"
+    for k in range(3):
+        save_png(data / f"s{k}.png", head_image(256, 110, (100, 60 + 30 * k), 15))
+    out = tmp_path / "out"
+    r = run(bundle, data, "--out", out, "--limit", "2")
+    assert r.exit_code == 0, r.output
+    assert sorted(Path(row["path"]).name for row in rows_of(out)) == ["s0.png", "s1.png"]
+    assert "later run" in r.output
+    r = run(bundle, data, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert sorted(Path(row["path"]).name for row in rows_of(out)) == ["s0.png", "s1.png", "s2.png"]
+
+    # other settings into the same folder: refused without --overwrite, a fresh start with it
+    (out / "notes.txt").write_text("the user's own file")
+    assert_one_line_error(run(bundle, data, "--out", out, "--threshold", "0.99"), 2, "--overwrite")
+    (data / "s2.png").unlink()
+    (out / "masks" / "s0_mask.png").write_bytes(b"stale")  # a resumed run would leave this as it is
+    r = run(bundle, data, "--out", out, "--threshold", "0.99", "--overwrite")
+    assert r.exit_code == 0, r.output
+    rows = rows_of(out)
+    assert sorted(Path(row["path"]).name for row in rows) == ["s0.png", "s1.png"]
+    assert Image.open(out / "masks" / "s0_mask.png").size == (256, 256)  # segmented again, not resumed
+    assert not (out / "masks" / "s2_mask.png").exists()  # the earlier run's files are gone...
+    assert (out / "notes.txt").read_text() == "the user's own file"  # ...files it did not write are not
+    assert json.loads((out / "segment.json").read_text())["threshold"] == 0.99
+
+
+def test_a_csv_manifest_lists_the_scans(bundle, tmp_path):
+    data = tmp_path / "data"
+    save_png(data / "a.png", head_image(256, 110, (100, 70), 20))
+    save_png(data / "b.png", head_image(256, 110))
+    save_png(data / "c.png", head_image(256, 110))  # not listed: not segmented
+    (data / "list.csv").write_text("image,label\na.png,tumor\nb.png,no_tumor\nmissing.png,tumor\n")
+    out = tmp_path / "out"
+    r = run(bundle, data / "list.csv", "--out", out)
+    assert r.exit_code == 0, r.output
+    rows = {Path(row["path"]).name: row for row in rows_of(out)}
+    assert sorted(rows) == ["a.png", "b.png"]
+    assert rows["a.png"]["tumor_present"] == "true" and rows["b.png"]["tumor_present"] == "false"
+    assert [Path(e["path"]).name for e in errors_of(out)] == ["missing.png"]
