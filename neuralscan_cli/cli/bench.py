@@ -41,7 +41,7 @@ def bench(
     clock_ghz: float = typer.Option(None, "--clock-ghz", help="CPU clock for the INT8 peak (default: /proc/cpuinfo "
                                     "'cpu MHz', else 2.3)."),
     save_results: bool = typer.Option(False, "--save-results", help="Also copy the results to "
-                                      "benchmarks/results/bench-<date>/."),
+                                      "a bench-<date> folder in benchmarks/results."),
     json_out: bool = typer.Option(False, "--json", help="Print bench.json instead of tables."),
 ):
     """Measure scikit-learn-intelex, oneDNN/ITEX/bf16 training and OpenVINO FP32/INT8 inference against their

@@ -34,8 +34,8 @@ def export(
                                           "NNCF's accuracy-aware quantisation (slower) instead of failing."),
     preset: str = typer.Option("performance", help="NNCF preset: performance (symmetric, fastest on CPU) or "
                                "mixed (asymmetric activations)."),
-    keras: bool = typer.Option(True, "--keras/--no-keras", help="Copy model.keras into --out (for Grad-CAM and "
-                               "comparison runs)."),
+    no_keras: bool = typer.Option(False, "--no-keras", help="Do not copy model.keras into --out (it serves "
+                                  "Grad-CAM and comparison runs)."),
     gate: str = typer.Option(None, help="Segmenters: record a classifier (bundle folder or 'bundled') whose "
                              "no_tumor call empties the mask; segment, evaluate and classify then apply it."),
 ):
@@ -51,7 +51,7 @@ def export(
         report = export_bundle(model, out, int8=int8, calibration=calibration, calibration_size=calibration_size,
                                max_drop_accuracy=max_accuracy_drop, max_drop_dice=max_dice_drop,
                                accuracy_control=accuracy_control, validation=validation, preset=preset,
-                               copy_keras=keras, gate=gate, on_step=_step, on_warning=warn)
+                               copy_keras=not no_keras, gate=gate, on_step=_step, on_warning=warn)
     _print_report(report)
     if report.int8_requested and not report.int8_accepted:
         raise fail(report.message or "INT8 lost too much accuracy", code=1)

@@ -14,7 +14,7 @@ from .common import console, friendly_errors
 def train(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config (see configs/)."),
     overrides: list[str] = typer.Option([], "--set", help="Override any config field: section.key=value "
-                                        "(repeatable), e.g. --set train.epochs=5 --set model.name=efficientnet_b0."),
+                                        "(repeatable), e.g. --set train.epochs=5 --set train.batch_size=16."),
     cache: Path = typer.Option(None, help="Dataset cache (data.cache)."),
     out: Path = typer.Option(None, help="Run folder to write (out)."),
     model: str = typer.Option(None, help="Model name from the registry (model.name)."),
@@ -26,8 +26,8 @@ def train(
     init_member: int = typer.Option(None, min=1,
                                     help="With --init-from an ensemble: the member to take (model.init_member)."),
     seed: int = typer.Option(None, help="runtime.seed"),
-    intra_op: int = typer.Option(None, min=0, help="Intra-op threads (runtime.intra_op_threads; 0 = all cores)."),
-    inter_op: int = typer.Option(None, min=0, help="Inter-op threads (runtime.inter_op_threads)."),
+    intra_op: int = typer.Option(None, min=0, help="Intra-op threads, 0 = all cores (runtime: intra_op_threads)."),
+    inter_op: int = typer.Option(None, min=0, help="Inter-op threads (runtime: inter_op_threads)."),
     itex: bool = typer.Option(None, "--itex/--no-itex", help="Load Intel Extension for TensorFlow when installed."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (its saved config "
                                 "is used unless --config is given; --epochs N with N <= the epochs done finishes "
