@@ -262,6 +262,8 @@ def _print_segmentation(m: dict, context: dict) -> None:
             ("detection rate (Dice > 0.5)", m["detection_rate"]),
             ("empty predicted empty", m["empty_mask_rate_no_tumor"]),
             ("false-positive area on empty (px)", m["false_positive_area_px_mean"])]
+    px = f"px of the {m['pixel_grid']} input" if m.get("pixel_grid") else "px"
+    rows = [(name.replace("(px)", f"({px})"), v) for name, v in rows]
     rows += [(f"Dice, {k}", v) for k, v in m["dice_per_class"].items()]
     for name, v in rows:
         table.add_row(name, num(v))

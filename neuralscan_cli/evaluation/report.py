@@ -118,6 +118,9 @@ def write_report_md(path: str | Path, title: str, metrics: dict, figures: dict[s
             v = metrics.get(k)
             unit = f" ({metrics['hd95_unit']})" if k == "hd95_median" else ""
             lines.append(f"| {k}{unit} | {v if isinstance(v, int) else (_num(v) or 'n/a')} |")
+        if metrics.get("pixel_grid"):
+            lines += ["", f"Pixel figures are pixels of the model's {metrics['pixel_grid']} input (the head-cropped, "
+                          "resized slice), not of the source image."]
         if metrics.get("dice_per_class"):
             lines += ["", "| label | mean Dice |", "|---|---|"]
             lines += [f"| {k} | {_num(v)} |" for k, v in metrics["dice_per_class"].items()]
@@ -168,6 +171,8 @@ def segmentation_report(out_dir: str | Path, images01, masks_true, probs, record
     cases = segmentation_per_case(masks_true, probs, spacing, threshold)
     labels = [r.get("label", "") for r in records]
     metrics = segmentation_metrics(masks_true, probs, labels=labels, cases=cases, threshold=threshold)
+    # the pixels of the px figures (areas; HD95 without spacing): the model's input grid, not the source image
+    metrics["pixel_grid"] = "x".join(str(int(n)) for n in np.asarray(masks_true).shape[1:3])
     pred = np.asarray(probs)
     pred = (pred[..., 0] if pred.ndim == 4 else pred) > threshold
     figures = {}

@@ -21,7 +21,7 @@ CLASSIFY_KEYS = {"task", "n", "classes", "accuracy", "accuracy_ci", "macro_f1", 
                  "tumor_vs_no_tumor", "evaluated"}
 SEGMENT_KEYS = {"task", "n", "n_tumor", "n_empty", "threshold", "dice_mean", "dice_median", "dice_mean_tumor",
                 "iou_mean", "hd95_median", "hd95_unit", "hd95_n", "detection_rate", "empty_mask_rate_no_tumor",
-                "false_positive_area_px_mean", "dice_per_class", "evaluated"}
+                "false_positive_area_px_mean", "dice_per_class", "pixel_grid", "evaluated"}
 
 cli = CliRunner()
 
@@ -195,6 +195,10 @@ def test_evaluate_segmenter(work):
     assert 1 <= len(list((out / "worst").glob("*.png"))) <= 8
     header = (out / "predictions.csv").read_text().splitlines()[0]
     assert header == "path,slice,label,dice,iou,hd95_px,area_true,area_pred"
+    # px figures are pixels of the model's input grid, and every place that shows them says so
+    assert m["pixel_grid"] == f"{SIZE}x{SIZE}"
+    assert f"px of the {SIZE}x{SIZE} input" in r.output.replace("\n", "")
+    assert f"model's {SIZE}x{SIZE} input" in (out / "report.md").read_text()
 
     # raw data with every label, including 'tumor' (a segmenter has no class list to check against)
     out_raw = work["tmp"] / "eval_seg_raw"
