@@ -15,7 +15,8 @@ MAX_PROBLEMS_SHOWN = 10
 @app.command(no_args_is_help=True)
 def segment(
     paths: list[Path] = typer.Argument(..., help="Scan files, folders (searched recursively) or CSV manifests "
-                                       "(an 'image' column): PNG, JPEG, BMP, TIFF, DICOM, NIfTI, figshare .mat.", metavar="PATH..."),
+                                       "(an 'image' column): PNG, JPEG, BMP, TIFF, DICOM, NIfTI, figshare .mat.",
+                                       metavar="PATH..."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for masks/, overlays/, measurements.csv and "
                              "errors.csv. Rerunning into the same folder resumes."),
     model: str = typer.Option("bundled-segmenter", help="A segmentation bundle folder, a model file inside one, "
