@@ -220,16 +220,9 @@ class OutputFiles:
             k += 1
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """measurements.csv as dicts (after `_read_done` has checked and repaired it)."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _read_done(path: Path) -> set[str]:
-    """Source paths that already have all their rows in measurements.csv.
+def _read_done(path: Path, files: OutputFiles | None = None) -> set[str]:
+    """Source paths that already have all their rows in measurements.csv; `files` claims the names those rows
+    wrote (one pass over the file: an archive's rows are not all held in memory).
 
     A scan's rows are written in one go, so a crash can only tear the last scan's rows: the torn line and
     every complete row of that same scan are dropped (the scan is redone). The header is checked first, so a
@@ -248,10 +241,20 @@ def _read_done(path: Path) -> set[str]:
         lines = data[:cut].decode("utf-8").splitlines(keepends=True)
         keep = [ln for ln in lines[1:] if next(csv.reader([ln]), [""])[0] != torn[0]] if torn and torn[0] else lines[1:]
         path.write_text(lines[0] + "".join(keep))
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        next(reader, None)
-        return {row[0] for row in reader if row}
+    done: set[str] = set()
+
+    def rows():
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                done.add(row["path"])
+                yield row
+
+    if files is not None:
+        files.claim_rows(rows())
+    else:
+        for _ in rows():
+            pass
+    return done
 
 
 def clear_results(out_dir: Path) -> None:
@@ -259,12 +262,11 @@ def clear_results(out_dir: Path) -> None:
     lists, then measurements.csv, errors.csv and segment.json. Files it does not list are left alone."""
     measurements = out_dir / MEASUREMENTS
     if measurements.is_file():
+        written = OutputFiles()
         with open(measurements, newline="", encoding="utf-8", errors="replace") as fh:
             reader = csv.DictReader(fh)
-            ours = reader.fieldnames == FIELDS  # never read another program's file as a list to delete
-            rows = list(reader) if ours else []
-        written = OutputFiles()
-        written.claim_rows(rows)
+            if reader.fieldnames == FIELDS:  # never read another program's file as a list to delete
+                written.claim_rows(reader)
         root = out_dir.resolve()
         for name in written.owner:
             f = (out_dir / name).resolve()
@@ -570,9 +572,8 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     _check_run_info(out_dir, {"model": bundle.name, "model_path": str(Path(bundle.root).resolve()),
                               "threshold": float(threshold), "min_component": float(min_component),
                               "gate": None if tumour_gate is None else str(Path(tumour_gate.bundle.root).resolve())})
-    done = _read_done(out_dir / MEASUREMENTS)
     output_files = OutputFiles()
-    output_files.claim_rows(_read_rows(out_dir / MEASUREMENTS))
+    done = _read_done(out_dir / MEASUREMENTS, output_files)
     todo = [f for f in files if f not in done]
     summary = SegmentSummary(out_dir, model=bundle.name, engine=runner.engine, n_files=len(files),
                              n_resumed=len(files) - len(todo), n_ignored=ignored)
