@@ -54,7 +54,7 @@ def classify(
 
         find_scans(paths)  # a missing path or an empty folder fails before the model loads
         bundle, runner = load_classifier(model, engine)
-        with resumable(out), progress_bar() as bar:
+        with resumable(out, overwrite), progress_bar() as bar:
             task = bar.add_task(f"classifying ({runner.engine})", total=None, rate="")
 
             def on_total(n: int) -> None:
@@ -71,7 +71,7 @@ def classify(
     fail_if_single_bad_file(n_files=summary.n_files, n_failed=summary.n_failed, errors=summary.errors)
     _print_summary(summary)
     fail_if_nothing_done(n_failed=summary.n_failed, n_done=summary.n_scored, n_resumed=summary.n_resumed,
-                         verb="classified", errors_path=summary.errors_path)
+                         verb="classified", errors_path=summary.errors_path, more_left=summary.stopped_early)
 
 
 PER_SCAN_TABLE_MAX = 25  # small runs (the demo, a few files) also get one line per scan on screen

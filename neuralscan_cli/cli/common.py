@@ -64,13 +64,15 @@ def progress_bar(transient: bool = False) -> Progress:
 
 
 @contextlib.contextmanager
-def resumable(saved_in) -> Iterator[None]:
+def resumable(saved_in, overwrite: bool = False) -> Iterator[None]:
     """Ctrl-C in a batch: say where the finished work is and that a rerun resumes; exit 130."""
     try:
         yield
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: the scans finished so far are saved in {saved_in}; run the same command "
-                          "again to resume", highlight=False, soft_wrap=True)
+        # the same command with --overwrite would start afresh again
+        again = "the command again without --overwrite" if overwrite else "the same command again"
+        err_console.print(f"interrupted: the scans finished so far are saved in {saved_in}; run {again} to resume",
+                          highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
 
 
@@ -80,9 +82,11 @@ def fail_if_single_bad_file(*, n_files: int, n_failed: int, errors: list[str]) -
         raise fail(errors[0], code=1)
 
 
-def fail_if_nothing_done(*, n_failed: int, n_done: int, n_resumed: int, verb: str, errors_path) -> None:
-    """Every file failed (none done now or before): exit 1, pointing at the errors file."""
-    if n_failed and n_done == 0 and n_resumed == 0:
+def fail_if_nothing_done(*, n_failed: int, n_done: int, n_resumed: int, verb: str, errors_path,
+                         more_left: bool = False) -> None:
+    """Every file failed (none done now or before, and none left for a later --limit run): exit 1, pointing at
+    the errors file."""
+    if n_failed and n_done == 0 and n_resumed == 0 and not more_left:
         raise fail(f"no scan could be {verb} ({n_failed} file(s) failed; see {errors_path})", code=1)
 
 

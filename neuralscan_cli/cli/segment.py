@@ -49,7 +49,7 @@ def segment(
         find_scans(paths, exclude=out)  # a missing path or an empty folder fails before the model loads
         bundle, runner = load_segmenter(model, engine)
         load_gate(bundle, gate)  # a wrong gate fails before anything is written
-        with resumable(out / "measurements.csv"), progress_bar() as bar:
+        with resumable(out / "measurements.csv", overwrite), progress_bar() as bar:
             task = bar.add_task(f"segmenting ({runner.engine})", total=None, rate="")
 
             def on_total(n):
@@ -65,7 +65,7 @@ def segment(
     fail_if_single_bad_file(n_files=summary.n_files, n_failed=summary.n_failed, errors=summary.errors)
     _print_summary(summary)
     fail_if_nothing_done(n_failed=summary.n_failed, n_done=summary.n_segmented, n_resumed=summary.n_resumed,
-                         verb="segmented", errors_path=out / "errors.csv")
+                         verb="segmented", errors_path=out / "errors.csv", more_left=summary.stopped_early)
 
 
 def _print_summary(s) -> None:

@@ -122,7 +122,8 @@ def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -
                     ignored += 1
         elif p.suffix.lower() == ".csv":
             listed = [str(f) for f in manifest_scan_paths(p)]
-            roots.extend({os.path.dirname(f) for f in listed} or {str(p.parent)})
+            # output names are relative to the folders of the files that exist (a missing one only fails)
+            roots.extend({os.path.dirname(f) for f in listed if os.path.isfile(f)} or {str(p.parent)})
             files.extend(listed)
         else:
             roots.append(str(p.parent))
@@ -230,12 +231,15 @@ def _read_done(path: Path, files: OutputFiles | None = None) -> set[str]:
     """
     if not path.is_file() or path.stat().st_size == 0:
         return set()
-    data = path.read_bytes()
-    header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace")]), None)
+    with open(path, "rb") as fh:
+        header = next(csv.reader([fh.readline().decode("utf-8", "replace")]), None)
+        fh.seek(-1, os.SEEK_END)
+        torn = fh.read(1) != b"\n"
     if header != FIELDS:
         raise NeuralScanError(f"{path}: not a measurements file written by this version of neuralscan "
                               f"segment; choose another --out folder")
-    if not data.endswith(b"\n"):
+    if torn:  # rare (a crash mid-write): only then is the whole file read
+        data = path.read_bytes()
         cut = data.rfind(b"\n") + 1
         torn = next(csv.reader([data[cut:].decode("utf-8", "replace")]), [""])
         lines = data[:cut].decode("utf-8").splitlines(keepends=True)
@@ -258,22 +262,40 @@ def _read_done(path: Path, files: OutputFiles | None = None) -> set[str]:
 
 
 def clear_results(out_dir: Path) -> None:
-    """Remove a folder's earlier results (for a fresh start): the masks and overlays its measurements.csv
-    lists, then measurements.csv, errors.csv and segment.json. Files it does not list are left alone."""
+    """Remove a folder's earlier results (for a fresh start): measurements.csv, errors.csv and segment.json,
+    then the masks and overlays measurements.csv listed. Files it does not list are left alone, and a
+    measurements.csv this program did not write is refused, not deleted."""
     measurements = out_dir / MEASUREMENTS
-    if measurements.is_file():
-        written = OutputFiles()
+    written = OutputFiles()
+    if measurements.is_file() and measurements.stat().st_size:
         with open(measurements, newline="", encoding="utf-8", errors="replace") as fh:
             reader = csv.DictReader(fh)
-            if reader.fieldnames == FIELDS:  # never read another program's file as a list to delete
-                written.claim_rows(reader)
-        root = out_dir.resolve()
-        for name in written.owner:
-            f = (out_dir / name).resolve()
-            if f.is_relative_to(root):
-                f.unlink(missing_ok=True)
+            if reader.fieldnames != FIELDS:
+                raise NeuralScanError(f"{measurements}: not a measurements file written by neuralscan segment; "
+                                      f"choose another --out folder")
+            written.claim_rows(reader)
+    # the list goes first: stopped half-way, the folder then holds no results that name deleted files
     for name in (MEASUREMENTS, ERRORS, RUN_INFO):
         (out_dir / name).unlink(missing_ok=True)
+    root = out_dir.resolve()
+    for name in written.owner:
+        f = (out_dir / name).resolve()
+        if f.is_relative_to(root):
+            f.unlink(missing_ok=True)
+
+
+def earlier_failures(errors_csv: Path) -> set[str]:
+    """The paths an errors file (path, error) lists from earlier runs."""
+    if not errors_csv.is_file():
+        return set()
+    with open(errors_csv, newline="", encoding="utf-8", errors="replace") as fh:
+        return {row[0] for row in list(csv.reader(fh))[1:] if row}
+
+
+def failed_last(todo: list[str], failed: set[str]) -> list[str]:
+    """`todo` with the files that failed before moved to the end (order kept otherwise), so that a run with a
+    `limit` reaches the files not tried yet instead of retrying the same bad ones every time."""
+    return [f for f in todo if f not in failed] + [f for f in todo if f in failed]
 
 
 def _check_run_info(out_dir: Path, info: dict) -> None:
@@ -574,7 +596,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                               "gate": None if tumour_gate is None else str(Path(tumour_gate.bundle.root).resolve())})
     output_files = OutputFiles()
     done = _read_done(out_dir / MEASUREMENTS, output_files)
-    todo = [f for f in files if f not in done]
+    todo = failed_last([f for f in files if f not in done], earlier_failures(out_dir / ERRORS))
     summary = SegmentSummary(out_dir, model=bundle.name, engine=runner.engine, n_files=len(files),
                              n_resumed=len(files) - len(todo), n_ignored=ignored)
     if limit is not None and len(todo) > limit:

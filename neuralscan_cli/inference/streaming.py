@@ -400,7 +400,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     NeuralScanError/BundleError before anything is written; a file that cannot be read is recorded in the
     errors file and the summary, and the rest go on.
     """
-    from .segmentation import OutputFiles, find_scans, load_segmenter, output_names
+    from .segmentation import OutputFiles, earlier_failures, failed_last, find_scans, load_segmenter, output_names
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -436,7 +436,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     output = _Output(out, fmt, cols, tag)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = output.prepare(overwrite)
-    todo = [f for f in files if f not in done]
+    todo = failed_last([f for f in files if f not in done], earlier_failures(output.errors_path))
     summary = ClassifySummary(out, output.errors_path, model=bundle.name, engine=runner.engine,
                               n_files=len(files), n_resumed=len(files) - len(todo), n_ignored=ignored,
                               batch_size=batch_size, workers=workers)

@@ -441,7 +441,6 @@ def test_a_csv_manifest_lists_the_scans_and_a_missing_one_is_one_failed_row(work
     """Hospital exports come as lists: classify reads a manifest's `image` column (paths relative to it), as
     preprocess and evaluate do; a listed file that is gone is reported and skipped, not a stop."""
     listed = work["good"][:3]
-    manifest = tmp_path / "batch.csv"
     lines = ["image,label"] + [f"{Path(p).relative_to(work['scans'])},x" for p in listed] + ["gone.png,x"]
     # the manifest lives beside the scans, so its relative paths resolve against its own folder
     manifest = work["scans"] / "batch.csv"
@@ -459,3 +458,17 @@ def test_a_csv_manifest_lists_the_scans_and_a_missing_one_is_one_failed_row(work
         _assert_one_line_error(_run(bad, "--out", tmp_path / "r2.csv", "--model", work["exported"]), 2, "'image'")
     finally:
         manifest.unlink()
+
+
+def test_limit_reaches_new_files_before_retrying_failed_ones(work, tmp_path):
+    """A bad file must not hold a `--limit`ed batch back: files that failed before go last."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image\n" + "\n".join([str(tmp_path / "gone.png"), *work["good"][:2]]) + "\n")
+    out = tmp_path / "r.csv"
+    r = _run(manifest, "--out", out, "--model", work["exported"], "--limit", "1")
+    assert r.exit_code == 0, r.output  # only the bad file was tried, but files are left: not a fatal run
+    assert not out.exists() or _rows(out) == []
+    for n in (1, 2):
+        r = _run(manifest, "--out", out, "--model", work["exported"], "--limit", "1")
+        assert r.exit_code == 0, r.output
+        assert sorted(row["path"] for row in _rows(out)) == work["good"][:n]

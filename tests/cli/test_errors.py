@@ -94,3 +94,18 @@ def test_brackets_in_a_path_are_printed_not_read_as_markup(tmp_path):
     result = cli.invoke(app_module.app, ["classify", str(missing), "--out", str(tmp_path / "r.csv")])
     assert result.exit_code == 2 and not isinstance(result.exception, Exception), result.exception
     assert "[study 7]" in result.output
+
+
+@pytest.mark.parametrize("overwrite, advice", [(False, "the same command again"),
+                                               (True, "without --overwrite")])
+def test_an_interrupted_batch_says_how_to_resume(overwrite, advice):
+    """Rerunning an --overwrite command would start afresh again, so its Ctrl-C advice must differ."""
+    import typer
+
+    from neuralscan_cli.cli import common
+
+    with common.err_console.capture() as captured, pytest.raises(typer.Exit) as stop:
+        with common.resumable("out.csv", overwrite):
+            raise KeyboardInterrupt
+    assert stop.value.exit_code == 130
+    assert advice in captured.get() and "out.csv" in captured.get()

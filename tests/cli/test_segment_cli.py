@@ -539,3 +539,46 @@ def test_a_csv_manifest_lists_the_scans(bundle, tmp_path):
     assert sorted(rows) == ["a.png", "b.png"]
     assert rows["a.png"]["tumor_present"] == "true" and rows["b.png"]["tumor_present"] == "false"
     assert [Path(e["path"]).name for e in errors_of(out)] == ["missing.png"]
+
+
+def test_overwrite_refuses_a_foreign_measurements_file_and_a_stopped_clear_leaves_no_stale_list(bundle, tmp_path,
+                                                                                                monkeypatch):
+    from neuralscan_cli.inference.segmentation import clear_results
+
+    save_png(tmp_path / "in" / "a.png", head_image(256, 110, (100, 70), 20))
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "measurements.csv").write_text("patient,volume\nA,12\n")
+    assert_one_line_error(run(bundle, tmp_path / "in", "--out", foreign, "--overwrite"), 2, "measurements")
+    assert (foreign / "measurements.csv").read_text() == "patient,volume\nA,12\n"
+
+    out = tmp_path / "out"
+    assert run(bundle, tmp_path / "in", "--out", out).exit_code == 0
+    real_unlink = Path.unlink
+
+    def stop_at_the_masks(self, *args, **kwargs):
+        if self.suffix == ".png":
+            raise KeyboardInterrupt
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", stop_at_the_masks)
+    with pytest.raises(KeyboardInterrupt):
+        clear_results(out)
+    monkeypatch.undo()
+    # stopped before any mask was deleted, yet the list of results is already gone: nothing names a lost file
+    assert not (out / "measurements.csv").exists() and (out / "masks" / "a_mask.png").exists()
+
+
+def test_limit_reaches_new_files_before_retrying_failed_ones(bundle, tmp_path):
+    data = tmp_path / "data"
+    save_png(data / "a.png", head_image(256, 110, (100, 70), 20))
+    save_png(data / "b.png", head_image(256, 110))
+    (data / "list.csv").write_text("image\ngone.png\na.png\nb.png\n")
+    out = tmp_path / "out"
+    r = run(bundle, data / "list.csv", "--out", out, "--limit", "1")
+    assert r.exit_code == 0, r.output  # only the bad file was tried, but files are left: not a fatal run
+    assert [Path(e["path"]).name for e in errors_of(out)] == ["gone.png"]
+    for names in (["a.png"], ["a.png", "b.png"]):
+        r = run(bundle, data / "list.csv", "--out", out, "--limit", "1")
+        assert r.exit_code == 0, r.output
+        assert sorted(Path(row["path"]).name for row in rows_of(out)) == names
