@@ -61,6 +61,7 @@ def bench(
     from ..bench.suites import machine_line, run_bench
 
     with friendly_errors():
+        _check_models(model, segmenter)
         with err_console.status("bench") as status:
             results = run_bench(out, quick=quick, suites=chosen, cache=cache, classifier=model, segmenter=segmenter,
                                 images=images, repeats=repeats, steps=steps, clock_ghz=clock_ghz, arch=arch,
@@ -73,6 +74,19 @@ def bench(
     _print_tables(results)
     console.print(f"{results['seconds']:.0f} s; results in {out / 'bench.json'}, chart {out / 'bench.png'}, "
                   f"tables {out / 'bench.md'}" + (f"; saved to {saved}" if saved else ""), highlight=False)
+
+
+def _check_models(classifier: str | None, segmenter: str | None) -> None:
+    """A named model that is missing or of the wrong task is the user's mistake: stop before measuring."""
+    from ..inference.bundle import BundleError, load_bundle
+
+    for spec, task in ((classifier, "classify"), (segmenter, "segment")):
+        if spec in (None, "tiny"):
+            continue
+        bundle = load_bundle(spec)
+        if bundle.task != task:
+            raise BundleError(f"{spec} is a {bundle.task} model; --{'model' if task == 'classify' else 'segmenter'} "
+                              f"needs a {'classification' if task == 'classify' else 'segmentation'} model")
 
 
 def _print_tables(results: dict) -> None:

@@ -33,6 +33,8 @@ def preprocess(
     workers: int = typer.Option(0, min=0, help="Worker processes (0 = one per core)."),
     strict: bool = typer.Option(False, help="Exit non-zero when any file was skipped."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache in OUT built from other sources "
+                                   "or with other preprocessing (a rerun with the same ones updates it)."),
 ):
     """Read scans, normalise, crop and resize them, find near-duplicates, and split by group into a cache."""
     from ..data import SplitConfig, build_cache
@@ -62,7 +64,8 @@ def preprocess(
 
             report = build_cache(sources, out, config=config, classes=split_list(classes) or None, split=split,
                                  workers=workers or None, axis=axis, middle=middle or None,
-                                 dedup_threshold=dedup_threshold, on_progress=on_progress, on_total=on_total)
+                                 dedup_threshold=dedup_threshold, on_progress=on_progress, on_total=on_total,
+                                 overwrite=overwrite)
     if json_out:
         console.print_json(json.dumps(report_dict(report)))
     else:

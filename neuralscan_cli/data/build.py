@@ -151,13 +151,42 @@ def _rows_from_cache(prev: DatasetCache, rows: list[int]):
     return images, masks, has_mask, thumbs, metas
 
 
+def _check_replacing(out: Path, sources, config: PreprocessConfig, axis: int, middle: int | None) -> None:
+    """BuildError when `out` holds a cache made from other sources or with other preprocessing."""
+    info_path = out / "dataset.json"
+    if not info_path.is_file():
+        return
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return
+    changed = []
+    old_pre = info.get("preprocessing") or {}
+    for k, v in config.to_dict().items():
+        if k in old_pre and old_pre[k] != v:
+            changed.append(f"{k} {old_pre[k]} -> {v}")
+    if sorted(info.get("sources") or []) != sorted(str(Path(s).resolve()) for s in sources):
+        changed.append("other sources")
+    old_read = info.get("read_options") or {}
+    if old_read and (old_read.get("axis"), old_read.get("middle")) != (axis, middle):
+        changed.append("other slicing (--axis/--middle)")
+    if changed:
+        raise BuildError(f"{out} holds a cache built with {', '.join(changed)}; models trained on it would no "
+                         f"longer match: use --overwrite to replace it, or another folder")
+
+
 def build_cache(sources: list[str | Path], out: str | Path, *, config: PreprocessConfig = PreprocessConfig(),
                 classes: list[str] | None = None, split: SplitConfig = SplitConfig(), workers: int | None = None,
                 axis: int = 2, middle: int | None = None, dedup_threshold: float = 0.95,
                 on_progress: Callable[[int, int], None] | None = None,
-                on_total: Callable[[int], None] | None = None) -> BuildReport:
+                on_total: Callable[[int], None] | None = None, overwrite: bool = False) -> BuildReport:
+    """Build (or update) the cache at `out`. A rerun with the same sources and preprocessing reuses unchanged
+    files; a cache built from other sources or with other preprocessing is replaced only with `overwrite`
+    (models trained on it would no longer match it)."""
     t0 = time.perf_counter()
     out = Path(out)
+    if not overwrite:
+        _check_replacing(out, sources, config, axis, middle)
     report = BuildReport(out=str(out))
     items: list[SourceItem] = []
     for src in sources:

@@ -86,7 +86,27 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     return cfg
 
 
+def _check_types(cfg: dict, defaults: dict = DEFAULTS, where: str = "") -> None:
+    """A field whose default is a bool or a number takes only that kind of value ('maybe' is not true)."""
+    for k, default in defaults.items():
+        v = cfg.get(k)
+        if isinstance(default, dict) and k not in FREE_MAPPINGS and isinstance(v, dict):
+            _check_types(v, default, f"{where}{k}.")
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{where}{k} must be true or false, got {v!r}")
+        elif isinstance(default, (int, float)):
+            if isinstance(v, str):  # PyYAML reads 1e-4 (no dot) as a string
+                try:
+                    v = cfg[k] = float(v)
+                except ValueError:
+                    pass
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{where}{k} must be a number, got {v!r}")
+
+
 def validate(cfg: dict) -> dict:
+    _check_types(cfg)
     for path, allowed in CHOICES.items():
         node = cfg
         for p in path:
@@ -105,6 +125,9 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("train.mask_weight is for classifiers (a segmenter's loss is all mask already)")
     if not float(t["learning_rate"]) > 0:
         raise ConfigError("train.learning_rate must be > 0")
+    if cfg["model"].get("init_from") and cfg["task"] != "segment":
+        raise ConfigError("model.init_from is for segmenters (a classifier's encoder starts a U-Net); a classifier "
+                          "trains from model.weights")
     member = cfg["model"].get("init_member")
     if member is not None and (not isinstance(member, int) or isinstance(member, bool) or member < 1):
         raise ConfigError(f"model.init_member must be a member number >= 1 (or null), got {member!r}")

@@ -230,6 +230,17 @@ def _build_model(cfg: dict, num_classes: int):
         raise TrainError(str(exc)) from None
 
 
+def _failed_start(run_dir: Path) -> bool:
+    """A run folder that holds nothing a run leaves after its first epoch (at most config.yaml and an empty
+    checkpoints/): a start that failed, which the corrected command may reuse."""
+    for item in run_dir.iterdir():
+        if item.name == "checkpoints" and item.is_dir() and not any(item.iterdir()):
+            continue
+        if item.name != "config.yaml":
+            return False
+    return True
+
+
 def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
           on_start: Callable[[dict], None] | None = None) -> TrainResult:
     """Run one training described by a resolved config (see `training.config`)."""
@@ -242,7 +253,7 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     if resume:
         if not (ckpt / "last.keras").is_file():
             raise TrainError(f"{run_dir}: nothing to resume (no checkpoints/last.keras)")
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and not _failed_start(run_dir):
         raise TrainError(f"{run_dir}: run folder exists and is not empty; use --resume or another --out")
     task = cfg["task"]
     rt = cfg["runtime"]
@@ -314,7 +325,6 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
         steps = min(steps, max_steps)
     epochs = int(t["epochs"])
 
-    ckpt.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "history": []}
     if resume:
         state = json.loads((ckpt / "state.json").read_text())
@@ -337,6 +347,7 @@ def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] |
     if task == "classify" and (len(model.outputs) == 2) != bool(mask_weight):
         raise TrainError(f"{run_dir}: the checkpoint {'has' if len(model.outputs) == 2 else 'has no'} mask head; "
                          "resume with the run's own train.mask_weight")
+    ckpt.mkdir(parents=True, exist_ok=True)  # only now: a run that failed to start leaves no folder behind
     save_config(cfg, run_dir / "config.yaml")
     accel = acceleration_info(rt["precision"])
     if on_start:

@@ -189,3 +189,19 @@ def test_bench_quick_end_to_end(tmp_path):
     assert "| variant |" in (out / "bench.md").read_text()
     assert "Training" in proc.stdout and "Inference" in proc.stdout
     # how long --quick takes is a figure the bench records, not something a test on a shared CI core asserts
+
+
+@pytest.mark.parametrize("args, fragment", [(["--model", "no-such-model"], "no such model"),
+                                            (["--model", "bundled-segmenter"], "needs a classification model"),
+                                            (["--segmenter", "bundled"], "needs a segmentation model")])
+def test_a_named_model_that_is_missing_or_of_the_wrong_task_stops_the_bench(tmp_path, args, fragment):
+    from typer.testing import CliRunner
+
+    from neuralscan_cli.cli.app import app
+
+    r = CliRunner().invoke(app, ["bench", "--quick", "--suite", "inference", "--out", str(tmp_path / "b"), *args])
+    assert r.exit_code == 2, r.output
+    assert not isinstance(r.exception, Exception)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.output
+    assert not (tmp_path / "b" / "bench.json").exists()

@@ -138,3 +138,18 @@ def test_python_m_help():
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--val-folds" in proc.stdout and "--strict" in proc.stdout
+
+
+def test_a_cache_built_otherwise_is_replaced_only_with_overwrite(tmp_path):
+    """Models trained on a cache stop matching it if a rerun swaps its size or sources: that needs --overwrite."""
+    out = tmp_path / "cache"
+    assert _run(SAMPLES, out, *FAST).exit_code == 0
+    before = (out / "dataset.json").read_text()
+    r = _run(SAMPLES, out, "--size", "96", "--workers", "1")
+    _assert_one_line_error(r)
+    assert "size 64 -> 96" in r.stderr and "--overwrite" in r.stderr
+    assert (out / "dataset.json").read_text() == before
+    assert _run(SAMPLES, out, *FAST).exit_code == 0  # the same command again updates it, as before
+    r = _run(SAMPLES, out, "--size", "96", "--workers", "1", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert DatasetCache.open(out).size == 96

@@ -386,8 +386,12 @@ def test_incremental_reruns(tmp_path):
     assert len(cache) == 10 and str(gone.resolve()) not in cache.paths
     assert np.load(out / "images.npy").shape[0] == 10
 
-    # another preprocessing config: everything is read again
-    rep = build_cache([src], out, config=PreprocessConfig(size=64), workers=1)
+    # another preprocessing config: refused (models trained on the cache would stop matching it) unless
+    # asked for, and then everything is read again
+    with pytest.raises(BuildError, match="size 128 -> 64"):
+        build_cache([src], out, config=PreprocessConfig(size=64), workers=1)
+    assert DatasetCache.open(out).size == CFG.size
+    rep = build_cache([src], out, config=PreprocessConfig(size=64), workers=1, overwrite=True)
     assert rep.n_processed == 10 and rep.n_reused == 0
     assert DatasetCache.open(out).size == 64
 

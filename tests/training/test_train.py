@@ -72,6 +72,16 @@ def test_config_overrides_and_validation(tmp_path):
         load_config(CONFIGS / "classifier.yaml", ["model.input_size=100", "data.cache=x"])
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "nope.yaml")
+    # a value of the wrong kind is named, not taken as true or crashed on later
+    for override, message in (("train.class_weights=maybe", "train.class_weights must be true or false"),
+                              ("runtime.itex=perhaps", "runtime.itex must be true or false"),
+                              ("train.learning_rate=fast", "train.learning_rate must be a number"),
+                              ("model.init_from=runs/x", "model.init_from is for segmenters")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(CONFIGS / "classifier.yaml", [override, "data.cache=x"])
+    # YAML 1.1 reads 1e-4 as a string; it is still the number the user meant
+    assert load_config(CONFIGS / "classifier.yaml", ["train.learning_rate=1e-4", "data.cache=x"])[
+        "train"]["learning_rate"] == pytest.approx(1e-4)
 
 
 def test_switching_the_model_drops_the_configs_model_options():
@@ -184,6 +194,14 @@ def test_cli_errors_are_one_line(small_cache, tmp_path):
     r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
                             "--out", str(tmp_path / "o"), "--model", "no_such_net", "--set", "model.input_size=64"])
     assert r.exit_code == 2 and "unknown model" in r.output
+    # the failed start left nothing in the way of the corrected command
+    assert not (tmp_path / "o").exists() or not (tmp_path / "o" / "checkpoints").exists()
+    (tmp_path / "o" / "checkpoints").mkdir(parents=True)  # as an older version's failed start left it
+    r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
+                            "--out", str(tmp_path / "o"), "--model", "small_cnn", "--set", "model.input_size=64",
+                            "--epochs", "1", "--set", "train.max_steps_per_epoch=1"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "model.json").is_file()
     r = runner.invoke(app, ["train", "--config", str(CONFIGS / "classifier.yaml"), "--cache", str(small_cache),
                             "--model", "unet", "--set", "model.input_size=64", "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "segment model" in r.output
