@@ -57,7 +57,9 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the inference
         context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
                    "data_kind": data_kind, "split": split if data_kind == "cache" else "all"}
-        overlap = _training_overlap(bundle, data, data_kind, context["split"])
+        from ..evaluation.overlap import bundle_data_overlap
+
+        overlap = bundle_data_overlap(bundle, data, data_kind, context["split"])
         if overlap:
             warn(overlap)
             context["training_overlap"] = overlap
@@ -69,21 +71,6 @@ def evaluate(
             _evaluate_segmenter(runner, images01, masks, records, out, context, batch_size=batch_size,
                                 threshold=threshold, min_component=min_component, gate=gate)
     console.print(f"report written to {out / 'report.md'}", highlight=False, soft_wrap=True)
-
-
-def _training_overlap(bundle, data: Path, data_kind: str, split: str) -> str | None:
-    import json
-
-    from ..evaluation.overlap import training_overlap
-
-    info = None
-    if data_kind == "cache":
-        try:
-            info = json.loads((Path(data) / "dataset.json").read_text())
-        except (OSError, ValueError):
-            info = None
-    return training_overlap(bundle.meta.get("training"), data=data, data_kind=data_kind, split=split,
-                            cache_info=info)
 
 
 def _load_data(data: Path, bundle, split: str):

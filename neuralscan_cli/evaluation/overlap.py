@@ -41,6 +41,20 @@ def training_overlap(training: dict | None, *, data: str | Path, data_kind: str,
             "this data keeps those images out, these figures are not a held-out estimate")
 
 
+def bundle_data_overlap(bundle, data: str | Path, data_kind: str, split: str) -> str | None:
+    """`training_overlap` for a model bundle and the data a command scores (a cache's dataset.json is read)."""
+    import json
+
+    info = None
+    if data_kind == "cache":
+        try:
+            info = json.loads((Path(data) / "dataset.json").read_text())
+        except (OSError, ValueError):
+            info = None
+    return training_overlap(bundle.meta.get("training"), data=data, data_kind=data_kind,
+                            split=split if data_kind == "cache" else "all", cache_info=info)
+
+
 def _resolved(path: str | Path) -> str:
     try:
         return str(Path(path).expanduser().resolve())

@@ -82,6 +82,16 @@ def calibrate_bundle(model: str | Path, data: str | Path | None = None, *, tempe
         raw = runner.predict(images01[keep], batch_size=batch_size, calibrated=False)
         if temperature is None:
             result.temperature = round(fit_temperature(y, raw), 4)
+            if on_warning and not T_BOUNDS[0] * 1.01 < result.temperature < T_BOUNDS[1] / 1.01:
+                on_warning(f"the fitted temperature {result.temperature:.4g} is at the end of the search range "
+                           f"{T_BOUNDS[0]:g}-{T_BOUNDS[1]:g}: the data hardly constrain it (too few or "
+                           f"unrepresentative images?)")
+        if on_warning:
+            from ..evaluation.overlap import bundle_data_overlap
+
+            overlap = bundle_data_overlap(bundle, data, kind, split)
+            if overlap:  # fitted on training images, the temperature undoes the network's overconfidence too little
+                on_warning(overlap)
         scaled = apply_temperature(raw, result.temperature)
         result.data, result.split, result.engine, result.n = str(data), split if kind == "cache" else "all", \
             runner.engine, int(keep.sum())
@@ -105,3 +115,4 @@ def calibrate_bundle(model: str | Path, data: str | Path | None = None, *, tempe
         bundle.meta["calibration"] = record
     bundle.save_meta()
     return result
+

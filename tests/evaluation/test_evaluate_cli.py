@@ -274,6 +274,21 @@ def test_calibrate_fits_a_temperature_that_every_engine_and_evaluate_apply(work)
     np.testing.assert_allclose(make_runner(load_bundle(calib), "keras").predict(images), raw, atol=1e-5)
 
 
+def test_calibrate_warns_when_fitting_on_the_models_training_images(work):
+    """Fitted on its own training images a network looks better calibrated than it is: say so, as evaluate does."""
+    calib = work["tmp"] / "calibrated-on-train"
+    shutil.copytree(work["classifier"], calib)
+    info = json.loads((work["cache"] / "dataset.json").read_text())
+    meta = json.loads((calib / "model.json").read_text())
+    meta["training"] = {"data": {"fingerprint": info["fingerprint"], "sources": info["sources"],
+                                 "split": info["split"], "split_counts": info["split_counts"],
+                                 "train_split": "train", "val_split": "val"}}
+    (calib / "model.json").write_text(json.dumps(meta))
+    r = cli.invoke(app, ["calibrate", str(calib), str(work["cache"]), "--split", "all", "--engine", "keras"])
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.output and "trained on" in r.output.split("warning:", 1)[1]
+
+
 def test_calibrate_bad_inputs_give_one_line_errors(work):
     tmp = work["tmp"]
     calibrate = lambda *a: cli.invoke(app, ["calibrate", *map(str, a)])  # noqa: E731
