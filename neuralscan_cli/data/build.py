@@ -200,6 +200,11 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
         items = kept
     if not items:
         raise BuildError("no scans found in " + ", ".join(str(s) for s in sources))
+    folds = {str(it.fold) for it in items if it.fold}
+    unknown = [f for f in (*split.val_folds, *split.test_folds) if str(f) not in folds]
+    if unknown:  # a typo here would silently leave the split empty
+        raise BuildError(f"no fold {', '.join(map(str, unknown))} in the sources (their folds: "
+                         f"{', '.join(sorted(folds)) or 'none'})")
 
     cfg_dict = config.to_dict()
     keys = [_item_key(it, cfg_dict, axis, middle) for it in items]

@@ -153,3 +153,10 @@ def test_a_cache_built_otherwise_is_replaced_only_with_overwrite(tmp_path):
     r = _run(SAMPLES, out, "--size", "96", "--workers", "1", "--overwrite")
     assert r.exit_code == 0, r.output
     assert DatasetCache.open(out).size == 96
+
+
+def test_a_fold_the_sources_do_not_have_is_a_one_line_error(tmp_path):
+    r = _run(SAMPLES, tmp_path / "cache", *FAST, "--val-folds", "9")
+    _assert_one_line_error(r)
+    assert "no fold 9" in r.stderr
+    assert not (tmp_path / "cache" / "dataset.json").exists()
