@@ -114,7 +114,7 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
     if not labelled.any():
         raise NeuralScanError(f"{context['data']}: no image is labelled with one of the model's classes "
                               f"({', '.join(bundle.classes)})")
-    partial = None
+    partial, partial_rows = None, []
     if is_partial.any():  # e.g. Br35H `tumor`: right when any tumour type is predicted; reported apart
         from ..data.labels import label_sets
         from ..evaluation import partial_label_metrics
@@ -124,6 +124,7 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
         p_probs, _ = _predict(runner, images01[p_idx], batch_size)
         partial = partial_label_metrics(names, label_sets(names, bundle.classes, partial_of), p_probs,
                                         bundle.classes)
+        partial_rows = [(records[i], name, p) for i, name, p in zip(p_idx, names, p_probs)]
     idx = np.nonzero(labelled)[0]
     images01, y_true = images01[idx], labels[idx]
     records = [records[i] for i in idx]
@@ -135,7 +136,7 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
     context |= {"n_images": len(idx), "seconds": round(seconds, 3), "images_per_second": round(len(idx) / seconds, 1)}
     groups = np.array([str(r["group"]) for r in records])
     metrics = classification_report(out, y_true, probs, bundle.classes, records, groups=groups, n_boot=n_boot,
-                                    context=context, partial=partial)
+                                    context=context, partial=partial, partial_rows=partial_rows)
     _print_classification(metrics, context)
     if explain:
         _write_gradcam(runner, images01, y_true, probs, records, out / "gradcam", explain)

@@ -47,17 +47,19 @@ def _num(v, digits: int = 4) -> str:
 
 
 def write_classification_predictions(path: str | Path, records: Sequence[dict], y_true, probs,
-                                     classes: Sequence[str]) -> Path:
-    """One row per image: path, slice, true label, predicted label, confidence, p_<class> for each class."""
+                                     classes: Sequence[str], partial_rows: Sequence[tuple] = ()) -> Path:
+    """One row per image: path, slice, true label, predicted label, confidence, p_<class> for each class.
+    `partial_rows`: (record, label, probs) of images whose label names a set of classes (Br35H `tumor`); they
+    follow, with that label as the true label, so their misses can be found too."""
     path = Path(path)
-    probs = np.asarray(probs)
-    pred = probs.argmax(1)
+    rows = [(r, classes[int(t)] if int(t) >= 0 else "", p) for r, t, p in zip(records, y_true, np.asarray(probs))]
+    rows += [(r, label, np.asarray(p)) for r, label, p in partial_rows]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "slice", "true_label", "predicted_label", "confidence", *[f"p_{c}" for c in classes]])
-        for r, t, p, row in zip(records, y_true, pred, probs):
-            w.writerow([r["path"], r["slice"], classes[int(t)] if int(t) >= 0 else "", classes[int(p)],
-                        f"{row[p]:.6f}", *[f"{v:.6f}" for v in row]])
+        for r, true_label, row in rows:
+            p = int(row.argmax())
+            w.writerow([r["path"], r["slice"], true_label, classes[p], f"{row[p]:.6f}", *[f"{v:.6f}" for v in row]])
     return path
 
 
@@ -136,7 +138,7 @@ def write_report_md(path: str | Path, title: str, metrics: dict, figures: dict[s
 
 def classification_report(out_dir: str | Path, y_true, probs, classes: Sequence[str], records: Sequence[dict], *,
                           groups=None, n_boot: int = 1000, seed: int = 0, context: dict | None = None,
-                          partial: dict | None = None) -> dict:
+                          partial: dict | None = None, partial_rows: Sequence[tuple] = ()) -> dict:
     """Compute the classification metrics and write metrics.json, predictions.csv, the three figures, report.md.
     `partial`: `partial_label_metrics` of images with a partial label, reported beside the rest."""
     out_dir = Path(out_dir)
@@ -148,7 +150,7 @@ def classification_report(out_dir: str | Path, y_true, probs, classes: Sequence[
     plot_confusion_matrix(metrics["confusion_matrix"], classes, out_dir / CONFUSION_PNG)
     plot_roc_curves(y_true, probs, classes, out_dir / ROC_PNG)
     plot_reliability(y_true, probs, out_dir / RELIABILITY_PNG, ece=metrics["ece"])
-    write_classification_predictions(out_dir / "predictions.csv", records, y_true, probs, classes)
+    write_classification_predictions(out_dir / "predictions.csv", records, y_true, probs, classes, partial_rows)
     full = {"task": "classify", **metrics, "evaluated": context or {}}
     write_metrics_json(full, out_dir / "metrics.json")
     write_report_md(out_dir / "report.md", "Classification evaluation", metrics,
