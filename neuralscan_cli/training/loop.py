@@ -244,6 +244,17 @@ def _failed_start(run_dir: Path) -> bool:
 def train(cfg: dict, *, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
           on_start: Callable[[dict], None] | None = None) -> TrainResult:
     """Run one training described by a resolved config (see `training.config`)."""
+    try:
+        return _train(cfg, resume=resume, on_epoch=on_epoch, on_start=on_start)
+    finally:
+        import sys
+
+        if "keras" in sys.modules:  # a bf16 run that failed must not leave every later model in mixed precision
+            set_precision("fp32")
+
+
+def _train(cfg: dict, *, resume: bool, on_epoch: Callable[[dict], None] | None,
+           on_start: Callable[[dict], None] | None) -> TrainResult:
     from ..data import DatasetCache
     from ..inference.bundle import new_bundle_meta
 
