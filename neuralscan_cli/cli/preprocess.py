@@ -70,6 +70,9 @@ def preprocess(
         console.print_json(json.dumps(report_dict(report)))
     else:
         _print_summary(report)
+        if size % 32:
+            console.print(f"[yellow]note: the networks take a multiple of 32 px, so `train` cannot use this {size} px "
+                          f"cache (`analyze` and `baseline` can)[/]", highlight=False)
     if report.errors and strict:
         raise fail(f"{len(report.errors)} file(s) skipped (--strict); see {out / 'errors.csv'}", code=1)
 

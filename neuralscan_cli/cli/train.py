@@ -56,6 +56,10 @@ def train(
                 f"TensorFlow {a['tensorflow']} / Keras {a['keras']}; oneDNN {'on' if a['onednn'] else 'off'}; "
                 f"ITEX {'loaded' if a['itex_loaded'] else ('installed, not loaded' if a['itex_installed'] else 'not installed')}"
                 f"; precision {a['precision']}")
+            if info.get("partial_labels_unused"):
+                console.print(f"[yellow]note: data.partial_labels names {', '.join(info['partial_labels_unused'])}, "
+                              f"a label this cache does not hold (its labels: {', '.join(info['cache_labels'])}); "
+                              f"ignored[/]", highlight=False)
 
         def on_epoch(row):
             mon = row["monitor"]

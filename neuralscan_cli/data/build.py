@@ -199,6 +199,9 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
         report.n_excluded = len(items) - len(kept)
         items = kept
     if not items:
+        if report.n_excluded:
+            raise BuildError(f"no valid scans: all {report.n_excluded} scan(s) found were left out by --classes "
+                             f"{','.join(classes)}")
         raise BuildError("no scans found in " + ", ".join(str(s) for s in sources))
     folds = {str(it.fold) for it in items if it.fold}
     unknown = [f for f in (*split.val_folds, *split.test_folds) if str(f) not in folds]
@@ -255,8 +258,12 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
             records.append({"item": i, "item_key": keys[i], "path": str(item.path), "label": label,
                             "fold": item.fold or "", "given_group": item.group, "source": item.source,
                             "has_mask": bool(has), **m})
-    if not records:
-        raise BuildError("no valid scans: every file was unreadable or left out (see the errors above)")
+    if not records:  # one line that says why; nothing is written, so there is no errors.csv to point to
+        if failed:
+            first = failed[min(failed)]
+            raise BuildError(f"no valid scans: {len(failed)} of {len(items)} file(s) could not be read; the "
+                             f"first: {first}")
+        raise BuildError(f"no valid scans: every file was left out by --classes {','.join(classes or [])}")
     images = np.concatenate([p[0] for p in parts])
     has_mask = np.concatenate([p[2] for p in parts]).astype(bool)
     masks = np.concatenate([p[1] for p in parts]) if has_mask.any() else None

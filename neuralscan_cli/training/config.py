@@ -12,7 +12,7 @@ from ..yamlfile import read_yaml_mapping
 DEFAULTS: dict = {
     "task": "classify",
     "data": {"cache": None, "train_split": "train", "val_split": "val", "partial_labels": {}},
-    "model": {"name": "attention_cnn", "input_size": 160, "weights": "none", "init_from": None, "init_member": None,
+    "model": {"name": "attention_cnn", "input_size": None, "weights": "none", "init_from": None, "init_member": None,
               "options": {}},
     "train": {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "learning_rate": 0.002, "weight_decay": 1e-4,
               "schedule": "cosine", "warmup_epochs": 1, "label_smoothing": 0.1, "class_weights": True,
@@ -131,8 +131,8 @@ def validate(cfg: dict) -> dict:
     member = cfg["model"].get("init_member")
     if member is not None and (not isinstance(member, int) or isinstance(member, bool) or member < 1):
         raise ConfigError(f"model.init_member must be a member number >= 1 (or null), got {member!r}")
-    size = cfg["model"]["input_size"]
-    if not isinstance(size, int) or size < 32 or size % 32:
+    size = cfg["model"]["input_size"]  # null: the cache's size (set when the cache is opened)
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 32 or size % 32):
         raise ConfigError(f"model.input_size must be a multiple of 32 (>= 32), got {size!r}")
     partial = cfg["data"].get("partial_labels") or {}
     if not isinstance(partial, dict) or not all(

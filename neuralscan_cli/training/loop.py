@@ -279,11 +279,13 @@ def _train(cfg: dict, *, resume: bool, on_epoch: Callable[[dict], None] | None,
     keras.utils.set_random_seed(seed)
 
     cache = DatasetCache.open(cfg["data"]["cache"])
-    partial = {}
+    partial, partial_unused = {}, []
     if task == "classify":
         # a cache label named in data.partial_labels is a set of the model's classes, not a class of its own
         given = cfg["data"].get("partial_labels") or {}
         classes = [c for c in cache.classes if c not in given]
+        # the shipped recipe names Br35H's `tumor`, which a figshare-only cache lacks; said, not fatal
+        partial_unused = [k for k in given if k not in cache.classes]
         try:
             partial = check_partial_labels({k: v for k, v in given.items() if k in cache.classes}, classes)
         except LabelError as exc:
@@ -301,6 +303,11 @@ def _train(cfg: dict, *, resume: bool, on_epoch: Callable[[dict], None] | None,
     # the group split is the cache's; assert it here too, since a leak would silently inflate every figure
     if set(cache.groups[tr_idx]) & set(cache.groups[va_idx]):
         raise TrainError(f"{cache.root}: a group lies in both train and val; rebuild the cache")
+    if cfg["model"]["input_size"] is None:  # not given: the cache's size, recorded in the saved config
+        if cache.size < 32 or cache.size % 32:
+            raise TrainError(f"{cache.root}: the cache holds {cache.size} px images; the networks need a multiple "
+                             f"of 32 px: rebuild the cache with another --size (160 for the shipped recipes)")
+        cfg["model"]["input_size"] = cache.size
     if cache.size != int(cfg["model"]["input_size"]):
         # one size end to end: the bundle's preprocessing then reproduces exactly what the network saw
         raise TrainError(f"{cache.root}: the cache holds {cache.size} px images but model.input_size is "
@@ -365,7 +372,8 @@ def _train(cfg: dict, *, resume: bool, on_epoch: Callable[[dict], None] | None,
         from ..models.heads import classifier_of
 
         on_start({"accel": accel, "n_train": len(x_tr), "n_val": len(x_va), "classes": classes,
-                  "params": int(classifier_of(model).count_params()), "steps_per_epoch": steps})
+                  "params": int(classifier_of(model).count_params()), "steps_per_epoch": steps,
+                  "partial_labels_unused": partial_unused, "cache_labels": list(cache.classes)})
 
     average_last = int(t.get("average_last") or 0)
     epoch_end = _EpochEnd(keras, run_dir=run_dir, val_ds=val_ds, val_targets=val_targets, task=task,

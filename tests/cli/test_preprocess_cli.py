@@ -48,6 +48,13 @@ def test_samples_end_to_end(tmp_path):
     again = _run(SAMPLES, out, *FAST)
     assert again.exit_code == 0, again.output
     assert "0 processed" in again.stdout and "11 unchanged" in again.stdout
+    assert "multiple of 32" not in again.stdout  # 64 px trains
+
+
+def test_a_size_no_network_takes_is_said_at_preprocess_time(tmp_path):
+    result = _run(SAMPLES, tmp_path / "cache", "--size", "50", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "`train` cannot use this 50 px cache" in " ".join(result.stdout.split())
 
 
 def test_json_summary(tmp_path):

@@ -452,7 +452,8 @@ def test_all_bad_input_raises(tmp_path):
     (src / "empty.png").write_bytes(b"")
     (src / "notes.png").write_text("not an image")
     _truncated_jpeg(src / "trunc.jpg")
-    with pytest.raises(BuildError):
+    # the message says why (nothing is written, so there is no errors.csv to read)
+    with pytest.raises(BuildError, match=r"3 of 3 file\(s\) could not be read; the first: .*(empty|notes|trunc)"):
         build_cache([src], tmp_path / "cache", config=CFG, workers=1)
     assert not (tmp_path / "cache" / "dataset.json").exists()
     empty = tmp_path / "nothing"
@@ -466,7 +467,7 @@ def test_all_bad_input_raises(tmp_path):
 def test_everything_filtered_out_raises(tmp_path):
     rows = [r for r in _br35h_subset() if r["label"] == "tumor"][:3]
     manifest = _write_csv(tmp_path / "br.csv", rows, BR, ["image", "label"])
-    with pytest.raises(BuildError):
+    with pytest.raises(BuildError, match="left out by --classes"):
         build_cache([manifest], tmp_path / "cache", config=CFG, classes=["no_tumor"], workers=1)
 
 

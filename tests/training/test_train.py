@@ -468,3 +468,23 @@ def test_segmenter_trunk_from_one_member_of_an_ensemble(small_cache, tmp_path):
                for r in (*runs, tmp_path / "seg")]
     assert not np.allclose(kernels[0], kernels[1], atol=1e-4)  # else the member choice checks nothing
     np.testing.assert_allclose(kernels[2], kernels[1], rtol=0, atol=1e-5)  # lr 1e-9: still member 2's trunk
+
+
+def test_input_size_follows_the_cache_unless_given(small_cache, tmp_path):
+    runner = CliRunner()
+    # no config and no model.input_size: the cache's 64 px, recorded in the saved config
+    r = runner.invoke(app, ["train", "--cache", str(small_cache), "--out", str(tmp_path / "o"), "--model", "small_cnn",
+                            "--epochs", "1", "--set", "train.max_steps_per_epoch=1",
+                            "--set", "data.partial_labels={tumour: [glioma, meningioma]}"])
+    assert r.exit_code == 0, r.output
+    assert load_config(tmp_path / "o" / "config.yaml")["model"]["input_size"] == 64
+    assert json.loads((tmp_path / "o" / "model.json").read_text())["input"]["size"] == 64
+    # a partial label the cache does not hold (a typo, or the recipe's Br35H `tumor`) is said, not silently dropped
+    assert "data.partial_labels names tumour" in " ".join(r.output.split())
+    # a cache whose side no network takes: one line at the start, not a Keras error later
+    odd = tmp_path / "cache-48"
+    build_cache([small_cache.parent / "labels.csv"], odd, config=PreprocessConfig(size=48), classes=CLASSES,
+                split=SplitConfig(val_folds=("4",), val_fraction=0.3, test_fraction=0.0), workers=1)
+    r = runner.invoke(app, ["train", "--cache", str(odd), "--out", str(tmp_path / "o2"), "--model", "small_cnn"])
+    assert r.exit_code == 2 and "multiple of 32" in r.output and not isinstance(r.exception, Exception)
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "o2").exists()
