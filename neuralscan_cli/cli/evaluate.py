@@ -1,6 +1,7 @@
 """`neuralscan evaluate MODEL DATA --out DIR`: score a model bundle on labelled data and write a report folder."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -46,13 +47,19 @@ def evaluate(
         raise fail(f"--split must be one of {', '.join(SPLITS)}, not '{split}'")
     if out.exists() and not out.is_dir():
         raise fail(f"{out}: exists and is not a folder")
-    with friendly_errors():
+    with friendly_errors(), _removed_if_empty_on_error(out):
         from ..inference import engine_of_file, load_bundle, make_runner
 
         bundle = load_bundle(model)
+        _check_options_fit_task(bundle, explain=explain, threshold=threshold, min_component=min_component, gate=gate)
         if engine == "auto" and Path(model).is_file():  # a model file named explicitly picks its own engine
             engine = engine_of_file(bundle, model) or engine
         runner = make_runner(bundle, engine)
+        tumour_gate = None
+        if bundle.task == "segment":  # a bad --gate is said before anything is read or written
+            from ..inference.segmentation import load_gate
+
+            tumour_gate = load_gate(bundle, gate)
         images01, labels, masks, records, data_kind = _load_data(data, bundle, split)
         out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the inference
         context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
@@ -69,8 +76,34 @@ def evaluate(
                                  batch_size=batch_size, n_boot=bootstrap)
         else:
             _evaluate_segmenter(runner, images01, masks, records, out, context, batch_size=batch_size,
-                                threshold=threshold, min_component=min_component, gate=gate)
+                                threshold=threshold, min_component=min_component, tumour_gate=tumour_gate)
     console.print(f"report written to {out / 'report.md'}", highlight=False, soft_wrap=True)
+
+
+def _check_options_fit_task(bundle, *, explain: int, threshold, min_component, gate) -> None:
+    """An option the model's task has no use for is refused, not silently ignored."""
+    from ..errors import NeuralScanError
+
+    if bundle.task == "classify":
+        given = [name for name, v in (("--threshold", threshold), ("--min-component", min_component),
+                                      ("--gate", gate)) if v is not None]
+        if given:
+            raise NeuralScanError(f"{', '.join(given)}: for segmenters, and {bundle.name} is a classifier")
+    elif explain:
+        raise NeuralScanError(f"--explain: Grad-CAM is for classifiers, and {bundle.name} is a segmenter (its "
+                              "masks and the worst-case overlays show where it looks)")
+
+
+@contextlib.contextmanager
+def _removed_if_empty_on_error(out: Path):
+    """A failed evaluation leaves no empty --out folder behind (one it did not create is left alone)."""
+    existed = out.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def _load_data(data: Path, bundle, split: str):
@@ -139,7 +172,12 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
                                     context=context, partial=partial, partial_rows=partial_rows)
     _print_classification(metrics, context)
     if explain:
-        _write_gradcam(runner, images01, y_true, probs, records, out / "gradcam", explain)
+        written = _write_gradcam(runner, images01, y_true, probs, records, out / "gradcam", explain)
+        from ..evaluation.report import append_report_figures
+
+        append_report_figures(out / "report.md", "Grad-CAM", {p.stem: p.relative_to(out).as_posix() for p in written},
+                              "Where the network looked for its call: the most confident mistakes first, then the "
+                              "most confident correct calls.")
 
 
 def _print_classification(m: dict, context: dict) -> None:
@@ -173,7 +211,7 @@ def _print_classification(m: dict, context: dict) -> None:
     console.print(table)
 
 
-def _write_gradcam(runner, images01, y_true, probs, records, out_dir: Path, n: int) -> None:
+def _write_gradcam(runner, images01, y_true, probs, records, out_dir: Path, n: int) -> list[Path]:
     from ..evaluation import grad_cam, save_gradcam_overlays
     from ..inference import KerasRunner, load_keras_model
 
@@ -192,17 +230,16 @@ def _write_gradcam(runner, images01, y_true, probs, records, out_dir: Path, n: i
     written = save_gradcam_overlays(images01[order], heatmaps, [records[i]["path"] for i in order], out_dir, titles)
     console.print(f"Grad-CAM for {len(written)} image(s) ({int(min(len(wrong), n))} misclassified) in {out_dir}",
                   highlight=False, soft_wrap=True)
+    return written
 
 
 # ----------------------------------------------------------------------------------------------- segmenter
 
 def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: dict, *, batch_size: int,
-                        threshold: float | None, min_component: float | None, gate: str | None) -> None:
+                        threshold: float | None, min_component: float | None, tumour_gate) -> None:
     from ..errors import NeuralScanError
     from ..evaluation import segmentation_report, segmentation_truth_rows
-    from ..inference.segmentation import load_gate, postprocess_masks
-
-    tumour_gate = load_gate(runner.bundle, gate)
+    from ..inference.segmentation import postprocess_masks
 
     keep = segmentation_truth_rows([r["has_mask"] for r in records], [r["label"] for r in records])
     if not keep.any():

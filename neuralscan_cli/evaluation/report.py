@@ -136,6 +136,14 @@ def write_report_md(path: str | Path, title: str, metrics: dict, figures: dict[s
     return path
 
 
+def append_report_figures(path: str | Path, heading: str, figures: dict[str, str], note: str = "") -> None:
+    """Add a section of figures (caption -> path relative to the report) to an existing report.md."""
+    lines = ["", f"## {heading}", "", *([note, ""] if note else [])]
+    lines += [f"![{caption}]({rel})" for caption, rel in figures.items()]
+    with open(path, "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def classification_report(out_dir: str | Path, y_true, probs, classes: Sequence[str], records: Sequence[dict], *,
                           groups=None, n_boot: int = 1000, seed: int = 0, context: dict | None = None,
                           partial: dict | None = None, partial_rows: Sequence[tuple] = ()) -> dict:

@@ -117,7 +117,10 @@ def test_evaluate_classifier_on_cache_and_raw_data_agree(work):
     assert metrics["evaluated"]["engine"] == "keras"
     for name in ("confusion_matrix.png", "roc_curves.png", "reliability.png", "report.md", "predictions.csv"):
         assert (out_cache / name).is_file(), name
-    assert len(list((out_cache / "gradcam").glob("*.png"))) == 3
+    gradcams = sorted((out_cache / "gradcam").glob("*.png"))
+    assert len(gradcams) == 3
+    report = (out_cache / "report.md").read_text()  # the report links every Grad-CAM image written
+    assert all(f"(gradcam/{p.name})" in report for p in gradcams)
     assert "accuracy" in r.output and "macro-F1" in r.output
 
     out_raw = work["tmp"] / "eval_raw"
@@ -171,6 +174,16 @@ def test_bad_inputs_give_one_line_errors(work):
     _assert_one_line_error(_run(work["classifier"], SAMPLES, "--out", tmp / "o4"), "tumor", "glioma")
     _assert_one_line_error(_run(work["classifier"], work["cache"], "--engine", "openvino-int8", "--out", tmp / "o5"),
                            "openvino-int8")
+    # options of the other task are refused, not silently ignored
+    _assert_one_line_error(_run(work["classifier"], work["cache"], "--gate", "none", "--out", tmp / "o6"),
+                           "--gate", "classifier")
+    _assert_one_line_error(_run(work["segmenter"], work["cache"], "--explain", "2", "--out", tmp / "o7"),
+                           "--explain", "segmenter")
+    # a gate that is not there: said before anything is written, and no empty --out is left behind
+    _assert_one_line_error(_run(work["segmenter"], work["cache"], "--gate", tmp / "no-gate", "--out", tmp / "o8"),
+                           "gate")
+    for k in range(1, 9):
+        assert not (tmp / f"o{k}").exists(), k
 
 
 def test_explain_without_keras_model_says_so(work):
