@@ -477,7 +477,11 @@ def _init_encoder(model, spec, member: int | None = None) -> None:
     from ..models import init_encoder_from_classifier
     from ..models.ensemble import member_models
 
-    classifier = load_keras_model(load_bundle(spec))
+    bundle = load_bundle(spec)
+    if bundle.task != "classify":
+        raise TrainError(f"{spec} is a {bundle.task} model; model.init_from takes a trained classifier, whose "
+                         "encoder starts the U-Net")
+    classifier = load_keras_model(bundle)
     members = member_models(classifier)
     if members:  # an ensemble: its members share layer names, so one of them is the encoder's source
         if member is None or member > len(members):

@@ -455,6 +455,8 @@ def test_segmenter_trunk_from_one_member_of_an_ensemble(small_cache, tmp_path):
             f"model.init_from={init_from}", "train.batch_size=8", "train.epochs=1", "train.learning_rate=1.0e-9",
             "train.warmup_epochs=0", "train.weight_decay=0", *extra])
 
+    with pytest.raises(TrainError, match="is a segment model; model.init_from takes a trained classifier"):
+        train(seg_cfg(tmp_path / "from-segmenter", "bundled-segmenter"))
     with pytest.raises(TrainError, match=r"ensemble of 2 classifiers: .*model.init_member=1..2"):
         train(seg_cfg(tmp_path / "no-member", ens))
     with pytest.raises(TrainError, match="init_member is for ensembles"):
