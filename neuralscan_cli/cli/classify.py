@@ -111,7 +111,7 @@ def _print_summary(s) -> None:
     if s.stopped_early:
         rows.append(("left for a later run (--limit)", s.n_files - s.n_resumed - s.n_scored - s.n_failed))
     if s.n_ignored:
-        rows.append(("non-scan files ignored", s.n_ignored))
+        rows.append(("ignored: non-scan files, blank manifest rows", s.n_ignored))
     print_counts(f"Classification with {s.model} ({s.engine})", rows)
     rate = f", {s.images_per_second:.0f} images/s" if s.n_slices and s.seconds > 0 else ""
     console.print(f"{s.seconds:.1f} s{rate} ({s.workers} decode threads, {s.infer_requests} infer request(s) of "

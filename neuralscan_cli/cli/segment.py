@@ -74,7 +74,7 @@ def _print_summary(s) -> None:
     if s.stopped_early:
         rows.append(("left for a later run (--limit)", s.n_files - s.n_resumed - s.n_segmented - s.n_failed))
     if s.n_ignored:
-        rows.append(("non-scan files ignored", s.n_ignored))
+        rows.append(("ignored: non-scan files, blank manifest rows", s.n_ignored))
     print_counts(f"Segmentation with {s.model} ({s.engine})", rows)
     rate = f", {s.n_segmented / s.seconds:.1f} scans/s" if s.n_segmented and s.seconds > 0 else ""
     console.print(f"{s.seconds:.1f} s{rate}; measurements in {Path(s.out_dir) / 'measurements.csv'}",

@@ -48,11 +48,13 @@ def _manifest_rows(csv_path: Path) -> Iterator[tuple[int, dict]]:
         raise SourceError(f"{csv_path}: cannot read manifest ({exc})") from None
 
 
-def manifest_scan_paths(csv_path: str | Path) -> list[Path]:
-    """Every image a manifest lists (paths relative to its folder, resolved), present or not: for commands
-    that score a list of scans (`classify`, `segment`), where a missing file is one failed row, not a stop."""
+def manifest_scan_paths(csv_path: str | Path) -> tuple[list[Path], int]:
+    """Every image a manifest lists (paths relative to its folder, resolved), present or not, and the number of
+    rows whose image cell is blank: for commands that score a list of scans (`classify`, `segment`), where a
+    missing file is one failed row, not a stop."""
     csv_path = Path(csv_path).resolve()
-    return [(csv_path.parent / row["image"]).resolve() for _, row in _manifest_rows(csv_path) if row.get("image")]
+    rows = [row.get("image") for _, row in _manifest_rows(csv_path)]
+    return [(csv_path.parent / r).resolve() for r in rows if r], sum(1 for r in rows if not r)
 
 
 def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:

@@ -59,7 +59,7 @@ class SegmentSummary:
     n_segmented: int = 0  # files segmented in this run
     n_slices: int = 0  # slices segmented in this run
     n_tumor: int = 0  # of which with a tumour
-    n_ignored: int = 0  # files in the folders that are not scans (wrong extension and signature)
+    n_ignored: int = 0  # files in the folders that are not scans, and manifest rows with a blank image cell
     errors: list[str] = field(default_factory=list)  # one line per failed file
     seconds: float = 0.0
     stopped_early: bool = False  # `limit` left files for a later run
@@ -94,7 +94,8 @@ def _walk_files(folder: str, exclude: str | None) -> Iterator[str]:
 
 
 def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -> tuple[list[str], Path, int]:
-    """(scan file paths as strings, their common root, number of non-scan files ignored) for files and folders.
+    """(scan file paths as strings, their common root, number of entries ignored: non-scan files in the folders
+    and manifest rows with a blank image cell) for files and folders.
 
     Folders are walked recursively (hidden files and anything under `exclude` left out) in sorted order; a
     `.csv` file is a manifest whose `image` column lists the scans (as `preprocess` and `evaluate` read it; a
@@ -121,7 +122,9 @@ def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -
                 else:
                     ignored += 1
         elif p.suffix.lower() == ".csv":
-            listed = [str(f) for f in manifest_scan_paths(p)]
+            listed, blank = manifest_scan_paths(p)
+            listed = [str(f) for f in listed]
+            ignored += blank  # a row with no image path names no file to fail; counted in the summary
             # output names are relative to the folders of the files that exist (a missing one only fails)
             roots.extend({os.path.dirname(f) for f in listed if os.path.isfile(f)} or {str(p.parent)})
             files.extend(listed)

@@ -67,7 +67,7 @@ class ClassifySummary:
     n_resumed: int = 0  # already in the output: skipped
     n_scored: int = 0  # files scored in this run
     n_slices: int = 0  # rows written in this run
-    n_ignored: int = 0  # files in the folders that are not scans
+    n_ignored: int = 0  # files in the folders that are not scans, and manifest rows with a blank image cell
     counts: dict = field(default_factory=dict)  # label -> slices, this run
     n_tumor: int = 0  # slices with a tumour label, this run
     errors: list[str] = field(default_factory=list)  # one line per failed file

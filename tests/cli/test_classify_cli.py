@@ -441,7 +441,8 @@ def test_a_csv_manifest_lists_the_scans_and_a_missing_one_is_one_failed_row(work
     """Hospital exports come as lists: classify reads a manifest's `image` column (paths relative to it), as
     preprocess and evaluate do; a listed file that is gone is reported and skipped, not a stop."""
     listed = work["good"][:3]
-    lines = ["image,label"] + [f"{Path(p).relative_to(work['scans'])},x" for p in listed] + ["gone.png,x"]
+    lines = (["image,label"] + [f"{Path(p).relative_to(work['scans'])},x" for p in listed] + ["gone.png,x"]
+             + [",x"])  # a row whose image cell is blank names no file: counted as ignored, not silently dropped
     # the manifest lives beside the scans, so its relative paths resolve against its own folder
     manifest = work["scans"] / "batch.csv"
     manifest.write_text("\n".join(lines) + "\n")
@@ -452,6 +453,8 @@ def test_a_csv_manifest_lists_the_scans_and_a_missing_one_is_one_failed_row(work
         assert sorted(row["path"] for row in _rows(out)) == sorted(listed)
         errors = _rows(sidecar_paths(out)[1])
         assert [Path(e["path"]).name for e in errors] == ["gone.png"]
+        ignored = r.output.split("blank manifest rows")[1].split("\n")[0]
+        assert ignored.replace("│", "").split() == ["1"], r.output
         # a CSV without an image column is a user mistake, said in one line
         bad = tmp_path / "bad.csv"
         bad.write_text("file,label\na.png,x\n")
