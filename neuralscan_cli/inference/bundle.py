@@ -173,7 +173,26 @@ def load_bundle(spec: str | Path) -> ModelBundle:
         raise BundleError(f"{root / 'model.json'}: unreadable ({exc})") from None
     if meta.get("format") != BUNDLE_FORMAT or meta.get("task") not in TASKS:
         raise BundleError(f"{root}: model.json is not a neuralscan bundle (format/task missing)")
-    return ModelBundle(root, meta)
+    bundle = ModelBundle(root, meta)
+    if str(spec) not in BUNDLED and Path(spec).expanduser().is_file():
+        _check_named_file(bundle, Path(spec).expanduser())
+    return bundle
+
+
+def _check_named_file(bundle: ModelBundle, path: Path) -> None:
+    """A file named as the model must be one the bundle lists: any other (a checkpoint, history.csv) would
+    silently be replaced by the bundle's own model."""
+    listed = [bundle.root / "model.json"]
+    for rel in (bundle.meta.get("files") or {}).values():
+        for r in (rel if isinstance(rel, list) else [rel]):
+            if isinstance(r, str):
+                listed += [bundle.root / r, (bundle.root / r).with_suffix(".bin")] if r.endswith(".xml") else \
+                          [bundle.root / r]
+    if path.resolve() not in {f.resolve() for f in listed}:
+        models = [r for r in (bundle.meta.get("files") or {}).values() if isinstance(r, str)]
+        raise BundleError(f"{path}: not a model file of the bundle {bundle.root} (its models: "
+                          f"{', '.join(models) or 'none'}); name the bundle folder or one of those (a checkpoint "
+                          f"becomes a bundle with `train --resume --epochs N`)")
 
 
 def new_bundle_meta(*, task: str, classes: list[str], size: int, preprocessing: dict, name: str,

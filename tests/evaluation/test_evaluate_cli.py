@@ -166,6 +166,12 @@ def test_bad_inputs_give_one_line_errors(work):
     _assert_one_line_error(_run(mismatched, work["cache"], "--split", "all", "--out", tmp / "o2"),
                            "healthy", "no_tumor")
 
+    # a file inside a bundle that the bundle does not list (a checkpoint) is refused, not swapped for model.keras
+    (mismatched / "checkpoints").mkdir()
+    shutil.copyfile(mismatched / "model.keras", mismatched / "checkpoints" / "last.keras")
+    _assert_one_line_error(_run(mismatched / "checkpoints" / "last.keras", work["cache"], "--out", tmp / "o9"),
+                           "not a model file of the bundle")
+
     empty = tmp / "empty"
     empty.mkdir()
     _assert_one_line_error(_run(work["classifier"], empty, "--out", tmp / "o3"), "no images")
@@ -182,7 +188,7 @@ def test_bad_inputs_give_one_line_errors(work):
     # a gate that is not there: said before anything is written, and no empty --out is left behind
     _assert_one_line_error(_run(work["segmenter"], work["cache"], "--gate", tmp / "no-gate", "--out", tmp / "o8"),
                            "gate")
-    for k in range(1, 9):
+    for k in range(1, 10):
         assert not (tmp / f"o{k}").exists(), k
 
 
