@@ -66,10 +66,16 @@ def evaluate(
                    "data_kind": data_kind, "split": split if data_kind == "cache" else "all"}
         from ..evaluation.overlap import bundle_data_overlap
 
-        overlap = bundle_data_overlap(bundle, data, data_kind, context["split"])
+        raw_paths = [r["path"] for r in records] if data_kind != "cache" else []
+        overlap = bundle_data_overlap(bundle, data, data_kind, context["split"], raw_paths)
         if overlap:
             warn(overlap)
             context["training_overlap"] = overlap
+        if tumour_gate is not None:  # a gate that saw these images empties their masks too well
+            gate_overlap = bundle_data_overlap(tumour_gate.bundle, data, data_kind, context["split"], raw_paths)
+            if gate_overlap:
+                warn(f"the gate {tumour_gate.bundle.name}: {gate_overlap}")
+                context["gate_training_overlap"] = gate_overlap
         if bundle.task == "classify":
             context["temperature"] = bundle.temperature  # the probabilities scored are the calibrated ones
             _evaluate_classifier(runner, images01, labels, records, out, context, explain=explain,

@@ -6,11 +6,12 @@ from pathlib import Path
 
 
 def training_overlap(training: dict | None, *, data: str | Path, data_kind: str, split: str,
-                     cache_info: dict | None = None) -> str | None:
+                     cache_info: dict | None = None, image_paths=()) -> str | None:
     """A one-line warning when the scored images may have been training images, else None.
 
     `training` is model.json's "training" block (None for models of unknown origin: nothing to say);
-    `cache_info` the scored cache's dataset.json when `data_kind` is "cache"."""
+    `cache_info` the scored cache's dataset.json when `data_kind` is "cache"; `image_paths` the raw images
+    scored (a manifest kept elsewhere can list a training source's images)."""
     trained_on = (training or {}).get("data") or {}
     sources = {_resolved(s) for s in trained_on.get("sources") or []}
     if not sources:
@@ -34,6 +35,8 @@ def training_overlap(training: dict | None, *, data: str | Path, data_kind: str,
         roots = {s: Path(s) if Path(s).is_dir() else Path(s).parent for s in sources}
         shared = {s for s, root in roots.items()
                   if scored == Path(s) or scored == root or root in scored.parents or scored in root.parents}
+        folders = {Path(_resolved(p)).parent for p in image_paths}
+        shared |= {s for s, root in roots.items() if any(f == root or root in f.parents for f in folders)}
     if not shared:
         return None
     names = ", ".join(sorted(shared))
@@ -41,8 +44,9 @@ def training_overlap(training: dict | None, *, data: str | Path, data_kind: str,
             "this data keeps those images out, these figures are not a held-out estimate")
 
 
-def bundle_data_overlap(bundle, data: str | Path, data_kind: str, split: str) -> str | None:
-    """`training_overlap` for a model bundle and the data a command scores (a cache's dataset.json is read)."""
+def bundle_data_overlap(bundle, data: str | Path, data_kind: str, split: str, image_paths=()) -> str | None:
+    """`training_overlap` for a model bundle and the data a command scores (a cache's dataset.json is read);
+    an ensemble is checked member by member (each trained on its own data)."""
     import json
 
     info = None
@@ -51,8 +55,16 @@ def bundle_data_overlap(bundle, data: str | Path, data_kind: str, split: str) ->
             info = json.loads((Path(data) / "dataset.json").read_text())
         except (OSError, ValueError):
             info = None
-    return training_overlap(bundle.meta.get("training"), data=data, data_kind=data_kind,
-                            split=split if data_kind == "cache" else "all", cache_info=info)
+    training = bundle.meta.get("training") or {}
+    blocks = [("", training)] + [(f"member {k}: ", {"data": m.get("data")})
+                                 for k, m in enumerate(training.get("members") or [], 1) if isinstance(m, dict)]
+    paths = list(image_paths)
+    for prefix, block in blocks:
+        found = training_overlap(block, data=data, data_kind=data_kind, split=split if data_kind == "cache" else "all",
+                                 cache_info=info, image_paths=paths)
+        if found:
+            return prefix + found
+    return None
 
 
 def _resolved(path: str | Path) -> str:

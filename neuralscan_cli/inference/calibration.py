@@ -72,7 +72,7 @@ def calibrate_bundle(model: str | Path, data: str | Path | None = None, *, tempe
                                previous=bundle.temperature, fitted=temperature is None)
     if data is not None:
         runner = make_runner(bundle, engine)
-        images01, labels, _, _, kind = load_data_for_bundle(data, bundle, split, on_warning=on_warning,
+        images01, labels, _, records, kind = load_data_for_bundle(data, bundle, split, on_warning=on_warning,
                                                             on_problem=on_problem)
         keep = labels >= 0 if labels is not None else np.zeros(len(images01), bool)
         if not keep.any():
@@ -89,7 +89,8 @@ def calibrate_bundle(model: str | Path, data: str | Path | None = None, *, tempe
         if on_warning:
             from ..evaluation.overlap import bundle_data_overlap
 
-            overlap = bundle_data_overlap(bundle, data, kind, split)
+            overlap = bundle_data_overlap(bundle, data, kind, split,
+                                          [r["path"] for r in records] if kind != "cache" else [])
             if overlap:  # fitted on training images, the temperature undoes the network's overconfidence too little
                 on_warning(overlap)
         scaled = apply_temperature(raw, result.temperature)

@@ -47,3 +47,27 @@ def test_raw_data(tmp_path):
     assert training_overlap(folder_source, data=tmp_path / "br35h" / "yes", data_kind="folder", split="all")
     assert training_overlap(folder_source, data=tmp_path / "hospital", data_kind="folder", split="all") is None
     assert training_overlap(None, data=tmp_path / "figshare" / "labels.csv", data_kind="manifest", split="all") is None
+
+
+def test_a_manifest_kept_elsewhere_is_judged_by_the_images_it_lists(tmp_path):
+    t = _training(tmp_path)
+    elsewhere = tmp_path / "mine" / "picked.csv"
+    listed = [tmp_path / "figshare" / "images" / "1.png"]
+    assert training_overlap(t, data=elsewhere, data_kind="manifest", split="all", image_paths=listed) is not None
+    hospital = [tmp_path / "hospital" / "a.png"]
+    assert training_overlap(t, data=elsewhere, data_kind="manifest", split="all", image_paths=hospital) is None
+
+
+def test_every_member_of_an_ensemble_is_checked(tmp_path):
+    from types import SimpleNamespace
+
+    from neuralscan_cli.evaluation.overlap import bundle_data_overlap
+
+    other = {"fingerprint": "x", "sources": [str(tmp_path / "hospital" / "scans.csv")]}
+    figshare = _training(tmp_path)["data"]
+    # the ensemble's own data block is member 1's; member 2 trained on figshare
+    ensemble = SimpleNamespace(meta={"training": {"data": other, "members": [{"data": other}, {"data": figshare}]}})
+    msg = bundle_data_overlap(ensemble, tmp_path / "figshare" / "labels.csv", "manifest", "all")
+    assert msg is not None and msg.startswith("member 2: ")
+    ensemble.meta["training"]["members"][1]["data"] = other
+    assert bundle_data_overlap(ensemble, tmp_path / "figshare" / "labels.csv", "manifest", "all") is None
