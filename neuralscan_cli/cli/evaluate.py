@@ -60,10 +60,16 @@ def evaluate(
             from ..inference.segmentation import load_gate
 
             tumour_gate = load_gate(bundle, gate)
-        images01, labels, masks, records, data_kind = _load_data(data, bundle, split)
+        images01, labels, masks, records, data_kind, n_skipped = _load_data(data, bundle, split)
         out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the inference
         context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
                    "data_kind": data_kind, "split": split if data_kind == "cache" else "all"}
+        if n_skipped:  # the report says what it does not cover, not only the screen
+            context["files_skipped"] = f"{n_skipped} unreadable or missing file(s) left out"
+        repeats = len(records) - len({(r["path"], r["slice"]) for r in records})
+        if repeats:
+            warn(f"{repeats} image(s) listed more than once: each listing is scored")
+            context["repeated_images"] = repeats
         from ..evaluation.overlap import bundle_data_overlap
 
         raw_paths = [r["path"] for r in records] if data_kind != "cache" else []
@@ -119,7 +125,7 @@ def _load_data(data: Path, bundle, split: str):
     loaded = load_data_for_bundle(data, bundle, split, on_warning=warn, on_problem=problems.append)
     if problems:
         print_problems(f"[yellow]warning:[/] {len(problems)} file(s) skipped:", problems, MAX_PROBLEMS_SHOWN)
-    return loaded
+    return (*loaded, len(problems))
 
 
 def _predict(runner, images01: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -150,6 +156,7 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
     labelled = labels >= 0
     if not (labelled | is_partial).all():
         warn(f"{int((~(labelled | is_partial)).sum())} unlabelled image(s) left out")
+        context["unlabelled_left_out"] = int((~(labelled | is_partial)).sum())
     if not labelled.any():
         raise NeuralScanError(f"{context['data']}: no image is labelled with one of the model's classes "
                               f"({', '.join(bundle.classes)})")
@@ -253,19 +260,26 @@ def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: di
                               "nothing to compare a segmentation with")
     if not keep.all():
         warn(f"{int((~keep).sum())} image(s) without a mask and not labelled no_tumor left out (unannotated)")
+        context["unannotated_left_out"] = int((~keep).sum())
     idx = np.nonzero(keep)[0]
     images01 = images01[idx]
     truth = masks[idx] if masks is not None else np.zeros(images01.shape, np.uint8)
     records = [records[i] for i in idx]
+    if not truth.reshape(len(truth), -1).any(axis=1).any():
+        note = ("no image has a tumour mask: the Dice and IoU figures only say how often no-tumour images got an "
+                "empty mask, not how well tumours are outlined")
+        warn(note)
+        context["note"] = note
     probs, seconds = _predict(runner, images01, batch_size)
     context |= {"n_images": len(idx), "seconds": round(seconds, 3), "images_per_second": round(len(idx) / seconds, 1)}
     # the masks `segment` would write: the model's threshold and small-blob rule unless overridden
     bundle = runner.bundle
     threshold = bundle.postprocessing["threshold"] if threshold is None else threshold
     min_component = bundle.postprocessing["min_component"] if min_component is None else min_component
+    context["threshold"] = threshold
     context["min_component"] = min_component
     probs = postprocess_masks(probs, threshold, bundle.min_component_pixels(min_component)).astype(np.float32)
-    context["gate"] = None
+    context["gate"] = "none"
     if tumour_gate is not None:
         absent = tumour_gate.absent(images01, batch_size=batch_size)
         probs[absent] = 0.0
@@ -282,8 +296,9 @@ def _print_segmentation(m: dict, context: dict) -> None:
     console.print(f"[bold]{context['model']}[/] on {context['data']} ({context['data_kind']}, split "
                   f"{context['split']}): {m['n']} images ({m['n_tumor']} with tumour), engine {context['engine']}, "
                   f"{context['images_per_second']:.0f} img/s", highlight=False, soft_wrap=True)
-    if context.get("gate"):
-        console.print(f"gated by {context['gate']}", highlight=False, soft_wrap=True)
+    gate = f"gated by {context['gate']}" if context["gate"] != "none" else "no gate"
+    console.print(f"threshold {context['threshold']:g}, smallest blob kept {context['min_component']:g} of the image, "
+                  f"{gate}", highlight=False, soft_wrap=True)
     table = Table(title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")

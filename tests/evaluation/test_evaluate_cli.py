@@ -216,7 +216,10 @@ def test_evaluate_segmenter(work):
     assert header == "path,slice,label,dice,iou,hd95_px,area_true,area_pred"
     # px figures are pixels of the model's input grid, and every place that shows them says so
     assert m["pixel_grid"] == f"{SIZE}x{SIZE}"
-    assert f"model's {SIZE}x{SIZE} input" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"model's {SIZE}x{SIZE} input" in report
+    # the report holds what reproduces its figures: the mask rule and the gate
+    assert f"- threshold: {m['threshold']}" in report and "- gate: none" in report
 
     # raw data with every label, including 'tumor' (a segmenter has no class list to check against)
     out_raw = work["tmp"] / "eval_seg_raw"
@@ -319,3 +322,33 @@ def test_calibrate_bad_inputs_give_one_line_errors(work):
     empty.mkdir()
     _assert_one_line_error(calibrate(work["classifier"], empty), "no images")
     assert "calibration" not in json.loads((work["classifier"] / "model.json").read_text())
+
+
+def test_evaluate_report_says_what_it_left_out(work):
+    """A manifest with a missing file, an unlabelled row and a repeated image: the report (not only the screen)
+    says so; a segmenter scored on no-tumour images only says its Dice is not about outlining tumours."""
+    rows = list(csv.DictReader(open(work["csv"])))
+    manifest = work["tmp"] / "edge.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows + [rows[0]] + [rows[1] | {"label": ""}] + [rows[2] | {"image": str(work["tmp"] / "gone.png")}])
+    out = work["tmp"] / "eval_edge"
+    r = _run(work["classifier"], manifest, "--out", out, "--bootstrap", "0", "--engine", "keras")
+    assert r.exit_code == 0, r.output
+    evaluated = json.loads((out / "metrics.json").read_text())["evaluated"]
+    assert evaluated["repeated_images"] == 2 and evaluated["unlabelled_left_out"] == 1
+    assert evaluated["files_skipped"].startswith("1 ")
+    report = (out / "report.md").read_text()
+    assert "- repeated_images: 2" in report and "- unlabelled_left_out: 1" in report
+
+    healthy_only = work["tmp"] / "healthy.csv"
+    with open(healthy_only, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([r for r in rows if r["label"] == "no_tumor"])
+    out = work["tmp"] / "eval_seg_healthy"
+    r = _run(work["segmenter"], healthy_only, "--out", out, "--gate", "none")
+    assert r.exit_code == 0, r.output
+    assert "no image has a tumour mask" in " ".join(r.output.split())
+    assert "no image has a tumour mask" in (out / "report.md").read_text()
