@@ -18,14 +18,15 @@ def calibrate(
                                 "(see --split) or raw data (CSV manifest, folder per class)."),
     temperature: float = typer.Option(None, help="Set this temperature instead of fitting one (e.g. the one "
                                       "fitted on the model's held-out-fold twin); 1 removes the calibration."),
-    split: str = typer.Option("val", help="Cache split to fit on: train, val, test or all."),
+    split: str = typer.Option(None, help="Cache split to fit on: train, val, test or all [default: val]; raw "
+                              "data is used whole."),
     engine: str = typer.Option("auto", help="auto, openvino-int8, openvino-fp32 or keras."),
     batch_size: int = typer.Option(32, min=1, help="Images per inference batch."),
 ):
     """Fit the temperature that makes the classifier's probabilities match how often it is right (temperature
     scaling: the predicted class never changes), and store it in model.json; every engine and command then
     reports the calibrated probabilities."""
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise fail(f"--split must be one of {', '.join(SPLITS)}, not '{split}'")
     problems: list[str] = []
     with friendly_errors():

@@ -25,7 +25,8 @@ def evaluate(
                                 "holding labels.csv, or a folder per class."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, predictions.csv, figures, report.md."),
     engine: str = typer.Option("auto", help="auto, openvino-int8, openvino-fp32 or keras."),
-    split: str = typer.Option("val", help="Cache split to score: train, val, test or all (raw data: always all)."),
+    split: str = typer.Option(None, help="Cache split to score: train, val, test or all [default: val]; raw data "
+                              "is scored whole."),
     explain: int = typer.Option(0, min=0, help="Grad-CAM overlays for N images, most confident errors first "
                                 "(classifiers; needs the Keras model)."),
     batch_size: int = typer.Option(32, min=1, help="Images per inference batch."),
@@ -43,7 +44,7 @@ def evaluate(
 
     if engine not in ENGINES:
         raise fail(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'")
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise fail(f"--split must be one of {', '.join(SPLITS)}, not '{split}'")
     if out.exists() and not out.is_dir():
         raise fail(f"{out}: exists and is not a folder")
@@ -63,7 +64,7 @@ def evaluate(
         images01, labels, masks, records, data_kind, n_skipped = _load_data(data, bundle, split)
         out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the inference
         context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
-                   "data_kind": data_kind, "split": split if data_kind == "cache" else "all"}
+                   "data_kind": data_kind, "split": (split or "val") if data_kind == "cache" else "all"}
         if n_skipped:  # the report says what it does not cover, not only the screen
             context["files_skipped"] = f"{n_skipped} unreadable or missing file(s) left out"
         repeats = len(records) - len({(r["path"], r["slice"]) for r in records})
@@ -118,7 +119,7 @@ def _removed_if_empty_on_error(out: Path):
         raise
 
 
-def _load_data(data: Path, bundle, split: str):
+def _load_data(data: Path, bundle, split: str | None):
     from ..inference import load_data_for_bundle
 
     problems: list[str] = []

@@ -48,7 +48,7 @@ def _check_writable(bundle) -> None:
 
 
 def calibrate_bundle(model: str | Path, data: str | Path | None = None, *, temperature: float | None = None,
-                     split: str = "val", engine: str = "auto", batch_size: int = 32,
+                     split: str | None = None, engine: str = "auto", batch_size: int = 32,
                      on_warning: Callable[[str], None] | None = None,
                      on_problem: Callable[[str], None] | None = None) -> CalibrationResult:
     """Fit (or set, with `temperature`) a classifier bundle's temperature and write it to its model.json.
@@ -89,13 +89,13 @@ def calibrate_bundle(model: str | Path, data: str | Path | None = None, *, tempe
         if on_warning:
             from ..evaluation.overlap import bundle_data_overlap
 
-            overlap = bundle_data_overlap(bundle, data, kind, split,
+            overlap = bundle_data_overlap(bundle, data, kind, split or "val",
                                           [r["path"] for r in records] if kind != "cache" else [])
             if overlap:  # fitted on training images, the temperature undoes the network's overconfidence too little
                 on_warning(overlap)
         scaled = apply_temperature(raw, result.temperature)
-        result.data, result.split, result.engine, result.n = str(data), split if kind == "cache" else "all", \
-            runner.engine, int(keep.sum())
+        result.data, result.engine, result.n = str(data), runner.engine, int(keep.sum())
+        result.split = (split or "val") if kind == "cache" else "all"
         result.accuracy = float((raw.argmax(1) == y).mean())
         result.ece_before, result.ece_after = expected_calibration_error(y, raw), expected_calibration_error(y, scaled)
         result.nll_before, result.nll_after = negative_log_likelihood(y, raw), negative_log_likelihood(y, scaled)

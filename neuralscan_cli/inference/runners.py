@@ -383,17 +383,21 @@ def load_cache_for_bundle(cache, bundle: ModelBundle, split: str | None = "val",
     return images01, _labels_for(records, index), masks, records
 
 
-def load_data_for_bundle(data: str | Path, bundle: ModelBundle, split: str = "val", *,
+def load_data_for_bundle(data: str | Path, bundle: ModelBundle, split: str | None = None, *,
                          on_warning: Callable[[str], None] | None = None,
                          on_problem: Callable[[str], None] | None = None):
-    """A preprocess cache's split ('all': every split) or raw data, as the bundle sees it:
-    (images01, labels, masks, records, kind) with kind 'cache' or 'raw' (raw data is read whole; unreadable
-    files go to `on_problem`). NeuralScanError when nothing is left to score."""
+    """A preprocess cache's split (None: 'val'; 'all': every split) or raw data, as the bundle sees it:
+    (images01, labels, masks, records, kind) with kind 'cache' or 'raw' (raw data is read whole, so a split
+    other than 'all' is refused; unreadable files go to `on_problem`). NeuralScanError when nothing is left."""
     data = Path(data)
     problems: list[str] = []
     if (data / "dataset.json").is_file():
+        split = split or "val"
         loaded = load_cache_for_bundle(data, bundle, None if split == "all" else split, on_warning=on_warning)
         kind = "cache"
+    elif split not in (None, "all"):
+        raise NeuralScanError(f"--split {split}: {data} is raw data, which has no splits and is scored whole "
+                              "(splits are a preprocess cache's)")
     else:
         loaded = load_images_for_bundle(data, bundle, on_problem=problems.append)
         kind = "raw"

@@ -188,7 +188,10 @@ def test_bad_inputs_give_one_line_errors(work):
     # a gate that is not there: said before anything is written, and no empty --out is left behind
     _assert_one_line_error(_run(work["segmenter"], work["cache"], "--gate", tmp / "no-gate", "--out", tmp / "o8"),
                            "gate")
-    for k in range(1, 10):
+    # raw data has no splits: an explicit --split is refused, not ignored
+    _assert_one_line_error(_run(work["classifier"], work["csv"], "--split", "test", "--out", tmp / "o10"),
+                           "--split test", "raw data")
+    for k in range(1, 11):
         assert not (tmp / f"o{k}").exists(), k
 
 
