@@ -63,6 +63,9 @@ def evaluate(
             tumour_gate = load_gate(bundle, gate)
         images01, labels, masks, records, data_kind, n_skipped = _load_data(data, bundle, split)
         out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the inference
+        from ..evaluation.report import clear_earlier_report
+
+        clear_earlier_report(out)
         context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
                    "data_kind": data_kind, "split": (split or "val") if data_kind == "cache" else "all"}
         if n_skipped:  # the report says what it does not cover, not only the screen
@@ -186,8 +189,9 @@ def _evaluate_classifier(runner, images01, labels, records, out: Path, context: 
                                     context=context, partial=partial, partial_rows=partial_rows)
     _print_classification(metrics, context)
     if explain:
-        written = _write_gradcam(runner, images01, y_true, probs, records, out / "gradcam", explain)
-        from ..evaluation.report import append_report_figures
+        from ..evaluation.report import GRADCAM_DIR, append_report_figures
+
+        written = _write_gradcam(runner, images01, y_true, probs, records, out / GRADCAM_DIR, explain)
 
         append_report_figures(out / "report.md", "Grad-CAM", {p.stem: p.relative_to(out).as_posix() for p in written},
                               "Where the network looked for its call: the most confident mistakes first, then the "

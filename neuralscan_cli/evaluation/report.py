@@ -21,6 +21,22 @@ CONFUSION_PNG = "confusion_matrix.png"
 ROC_PNG = "roc_curves.png"
 RELIABILITY_PNG = "reliability.png"
 WORST_DIR = "worst"
+GRADCAM_DIR = "gradcam"
+
+
+def clear_earlier_report(out_dir: str | Path) -> None:
+    """Remove the figures an earlier evaluation wrote into `out_dir` (a rerun into the same folder must not
+    leave old Grad-CAM or worst-case images beside a report that no longer names them); other files stay."""
+    out_dir = Path(out_dir)
+    for name in (CONFUSION_PNG, ROC_PNG, RELIABILITY_PNG):
+        (out_dir / name).unlink(missing_ok=True)
+    for sub in (WORST_DIR, GRADCAM_DIR):
+        folder = out_dir / sub
+        if folder.is_dir():
+            for png in folder.glob("*.png"):
+                png.unlink()
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def _jsonable(o):

@@ -121,6 +121,12 @@ def test_evaluate_classifier_on_cache_and_raw_data_agree(work):
     assert len(gradcams) == 3
     report = (out_cache / "report.md").read_text()  # the report links every Grad-CAM image written
     assert all(f"(gradcam/{p.name})" in report for p in gradcams)
+    # a rerun into the same folder with fewer images leaves no stale ones beside the new report
+    (out_cache / "notes.txt").write_text("mine")
+    r = _run(work["classifier"], work["cache"], "--split", "all", "--engine", "keras", "--out", out_cache,
+             "--explain", "1", "--bootstrap", "0")
+    assert r.exit_code == 0, r.output
+    assert len(list((out_cache / "gradcam").glob("*.png"))) == 1 and (out_cache / "notes.txt").is_file()
     assert "accuracy" in r.output and "macro-F1" in r.output
 
     out_raw = work["tmp"] / "eval_raw"
