@@ -22,5 +22,13 @@ def ensemble(
         from ..training.ensemble import build_ensemble
 
         path = build_ensemble(models, out, name=name)
+        from ..inference import load_bundle
+
+        calibrated = [m for m in load_bundle(path).meta["training"]["members"] if m.get("temperature")]
+    if calibrated:  # the mean of raw member outputs is a new model, with its own over- or underconfidence
+        temps = ", ".join(f"{m['member']} T={m['temperature']:g}" for m in calibrated)
+        console.print(f"[yellow]note: the members' calibration ({temps}) "
+                      f"does not carry over to their mean; fit the ensemble's own with neuralscan calibrate "
+                      f"{path} DATA[/]", highlight=False, soft_wrap=True)
     console.print(f"ensemble of {len(models)} classifiers written to {path} "
                   f"(next: neuralscan export {path} --out {path} --int8)")

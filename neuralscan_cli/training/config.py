@@ -125,6 +125,9 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("train.mask_weight is for classifiers (a segmenter's loss is all mask already)")
     if not float(t["learning_rate"]) > 0:
         raise ConfigError("train.learning_rate must be > 0")
+    if cfg["model"]["name"] == "ensemble":
+        raise ConfigError("an ensemble is not trained but built from trained classifiers: neuralscan ensemble RUN "
+                          "RUN... --out DIR")
     if cfg["model"].get("init_from") and cfg["task"] != "segment":
         raise ConfigError("model.init_from is for segmenters (a classifier's encoder starts a U-Net); a classifier "
                           "trains from model.weights")

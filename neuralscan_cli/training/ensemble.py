@@ -48,6 +48,9 @@ def build_ensemble(members: list[str | Path], out: str | Path, name: str | None 
     _check_same(bundles, "preprocessing", lambda b: b.meta.get("preprocessing"))
     _check_same(bundles, "partial labels", lambda b: b.meta.get("partial_labels"))
     resolved = [b.root.resolve() for b in bundles]
+    repeated = sorted({str(r) for r in resolved if resolved.count(r) > 1})
+    if repeated:  # the mean would silently weigh that model twice
+        raise EnsembleError(f"{repeated[0]}: named more than once; give each member once")
     if out.resolve() in resolved:
         raise EnsembleError(f"{out}: is one of the members; write the ensemble to a new folder")
     if out.exists() and any(out.iterdir()):
@@ -75,7 +78,8 @@ def build_ensemble(members: list[str | Path], out: str | Path, name: str | None 
                        "architecture": specs[i - 1]["name"], "params": training.get("params"),
                        "seed": training.get("seed"), "data": training.get("data"),
                        "wall_seconds": training.get("wall_seconds"), "best_epoch": training.get("best_epoch"),
-                       "val": (b.meta.get("metrics") or {}).get("val")})
+                       "val": (b.meta.get("metrics") or {}).get("val"),
+                       "temperature": b.temperature if b.temperature != 1.0 else None})
     # the first member's training data stands for the ensemble's (export's calibration default reads it)
     first = bundles[0].meta.get("training") or {}
     meta = new_bundle_meta(task="classify", classes=bundles[0].classes, size=bundles[0].size,

@@ -312,3 +312,15 @@ def test_attention_cnn_unet_takes_the_whole_classifier_trunk():
     np.testing.assert_array_equal(np.asarray(other.get_layer("stem_conv").get_weights()[0]), stem)
     with pytest.raises(ValueError, match="decoder_widths needs 4"):
         _build("attention_cnn_unet", **trunk, decoder_widths=(32, 16))
+
+
+def test_models_command_lists_what_train_builds():
+    from typer.testing import CliRunner
+
+    from neuralscan_cli.cli.app import app
+
+    r = CliRunner().invoke(app, ["models"])
+    assert r.exit_code == 0, r.output
+    names = {line.split("│")[1].strip() for line in r.output.splitlines() if line.startswith("│")}
+    assert set(CLASSIFIERS + SEGMENTERS) <= names and "ensemble" not in names  # built by `neuralscan ensemble`
+    assert "neuralscan ensemble" in r.output

@@ -76,7 +76,8 @@ def test_config_overrides_and_validation(tmp_path):
     for override, message in (("train.class_weights=maybe", "train.class_weights must be true or false"),
                               ("runtime.itex=perhaps", "runtime.itex must be true or false"),
                               ("train.learning_rate=fast", "train.learning_rate must be a number"),
-                              ("model.init_from=runs/x", "model.init_from is for segmenters")):
+                              ("model.init_from=runs/x", "model.init_from is for segmenters"),
+                              ("model.name=ensemble", "neuralscan ensemble RUN RUN")):
         with pytest.raises(ConfigError, match=message):
             load_config(CONFIGS / "classifier.yaml", [override, "data.cache=x"])
     # YAML 1.1 reads 1e-4 as a string; it is still the number the user meant
@@ -399,6 +400,19 @@ def test_ensemble_rejects_members_that_do_not_fit(small_cache, two_runs, tmp_pat
     assert not (tmp_path / "mixed").exists()
     r = CliRunner().invoke(app, ["ensemble", str(two_runs[0]), str(two_runs[1]), "--out", str(two_runs[0])])
     assert r.exit_code == 2 and "is one of the members" in r.output and not isinstance(r.exception, Exception)
+    with pytest.raises(EnsembleError, match="named more than once"):  # the mean would weigh it twice
+        build_ensemble([two_runs[0], two_runs[0] / "model.keras"], tmp_path / "twice")
+    # a member's calibration does not carry over to the mean: said, and recorded with the member
+    calibrated = tmp_path / "calibrated"
+    shutil.copytree(two_runs[1], calibrated)
+    meta = json.loads((calibrated / "model.json").read_text())
+    meta["calibration"] = {"temperature": 2.5}
+    (calibrated / "model.json").write_text(json.dumps(meta))
+    r = CliRunner().invoke(app, ["ensemble", str(two_runs[0]), str(calibrated), "--out", str(tmp_path / "ens-t")])
+    assert r.exit_code == 0, r.output
+    assert "member2 T=2.5" in " ".join(r.output.split()) and "calibrate" in r.output
+    members = json.loads((tmp_path / "ens-t" / "model.json").read_text())["training"]["members"]
+    assert [m["temperature"] for m in members] == [None, 2.5]
 
 
 def test_ensemble_exports_to_openvino_like_any_bundle(small_cache, two_runs, tmp_path):
