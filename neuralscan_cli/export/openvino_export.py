@@ -117,10 +117,16 @@ def _from_cache(path: str | Path, bundle: ModelBundle, split: str | None, *, lim
     from ..data import DatasetCache
     from ..evaluation import segmentation_truth_rows
 
+    from ..inference.runners import preprocessing_differences
+
     cache = DatasetCache.open(path)
     if cache.size != bundle.size:
         raise NeuralScanError(f"{cache.root}: cache images are {cache.size}x{cache.size} but model {bundle.name} "
                               f"takes {bundle.size}x{bundle.size}; preprocess again with --size {bundle.size}")
+    diffs = preprocessing_differences(cache.preprocessing, bundle.preprocessing)
+    if diffs:  # INT8 ranges fitted, or checked, on images the model never sees would pass a wrong model
+        raise NeuralScanError(f"{cache.root}: preprocessed differently from model {bundle.name} (cache vs model: "
+                              f"{'; '.join(diffs)}); give a cache built with the model's settings, or raw scans")
     idx = cache.indices(split)
     if split is not None and len(idx) == 0:  # e.g. a cache built without a validation split: use all of it
         split, idx = None, cache.indices(None)
@@ -362,9 +368,10 @@ def _check_out_dir(out_dir: Path, src_root: Path) -> bool:
 
 
 def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = False,
-                  calibration: str | Path | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
-                  max_drop_accuracy: float = 0.01, max_drop_dice: float = 0.01, accuracy_control: bool = False,
-                  validation: str | Path | None = None, preset: str = "performance", copy_keras: bool = True,
+                  calibration: str | Path | None = None, calibration_size: int | None = None,
+                  max_drop_accuracy: float | None = None, max_drop_dice: float | None = None,
+                  accuracy_control: bool = False, validation: str | Path | None = None, preset: str | None = None,
+                  copy_keras: bool = True,
                   gate: str | None = None, on_step: Callable[[str], None] | None = None,
                   on_warning: Callable[[str], None] | None = None) -> ExportReport:
     """Write the OpenVINO IR of a bundle's Keras model into `out_dir` (see the module notes).
@@ -375,6 +382,14 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
     """
     t0 = time.perf_counter()
     step = on_step or (lambda _m: None)
+    int8_only = {"calibration": calibration, "calibration size": calibration_size, "preset": preset,
+                 "accuracy control": accuracy_control or None, "max accuracy drop": max_drop_accuracy,
+                 "max Dice drop": max_drop_dice}
+    given = [k for k, v in int8_only.items() if v is not None]
+    if given and not int8:  # settings of the INT8 model, which is not being made: said, not ignored
+        raise NeuralScanError(f"{', '.join(given)}: settings of the INT8 model; add --int8")
+    preset = "performance" if preset is None else preset
+    calibration_size = DEFAULT_CALIBRATION_SIZE if calibration_size is None else calibration_size
     if preset not in PRESETS:
         raise NeuralScanError(f"preset must be one of {', '.join(PRESETS)}, not '{preset}'")
     if calibration_size < 1:
@@ -382,6 +397,13 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
     from ..inference import load_keras_model
 
     bundle = load_bundle(src_spec)
+    wrong_task = max_drop_dice if bundle.task == "classify" else max_drop_accuracy
+    if wrong_task is not None:
+        raise NeuralScanError(f"{'max Dice drop' if bundle.task == 'classify' else 'max accuracy drop'}: "
+                              f"{bundle.name} is a {'classifier' if bundle.task == 'classify' else 'segmenter'}; "
+                              f"its margin is the {'max accuracy drop' if bundle.task == 'classify' else 'max Dice drop'}")
+    max_drop_accuracy = 0.01 if max_drop_accuracy is None else max_drop_accuracy
+    max_drop_dice = 0.01 if max_drop_dice is None else max_drop_dice
     if gate is not None:
         from ..inference.segmentation import GATE_OFF, TumourGate
 
@@ -535,11 +557,14 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
                               f"on {len(val)} validation images (allowed: {_points(report.max_drop, bundle.task)})"
                               f"; only the FP32 IR was written"
                               + ("" if accuracy_control else " (--accuracy-control may recover it)"))
-            files.pop("openvino_int8", None)  # an older INT8 IR no longer matches this export
+            if files.pop("openvino_int8", None):  # an older INT8 IR may not match the model any more
+                report.message += "; the earlier INT8 IR in the folder was removed"
             shutil.rmtree(out_dir / INT8_DIR, ignore_errors=True)
     elif not in_place:  # a fresh bundle: an INT8 IR left there by an earlier export is not this model's
         files.pop("openvino_int8", None)
         shutil.rmtree(out_dir / INT8_DIR, ignore_errors=True)
+    if not int8 and "openvino_int8" not in files:  # the source's INT8 figures describe a model not in this bundle
+        metrics.pop("val_int8", None)
 
     # --- model.json, last: a half-finished export never looks complete
     keras_files = ([files["keras"]] if "keras" in files else []) + list(files.get("keras_members") or [])

@@ -178,6 +178,14 @@ def test_fp32_only_export_in_place_and_user_errors(work, tmp_path):
     assert bundle.available_engines() == ["openvino-fp32", "keras"]
     assert bundle.meta["export"]["int8_requested"] is False
 
+    # an FP32-only export of an INT8 bundle into a new folder: the INT8 figures stay behind with the INT8 model
+    fp32_copy = tmp_path / "fp32-copy"
+    r = cli.invoke(app, ["export", str(work["exported"]), "--out", str(fp32_copy)])
+    assert r.exit_code == 0, r.output
+    assert "val_int8" in load_bundle(work["exported"]).meta["metrics"]
+    assert "val_int8" not in load_bundle(fp32_copy).meta["metrics"]
+    assert load_bundle(fp32_copy).available_engines() == ["openvino-fp32", "keras"]
+
     # INT8 with no training cache on record and no --calibration: one line, exit 2, nothing written
     meta = json.loads((inplace / "model.json").read_text())
     del meta["training"]
@@ -193,6 +201,21 @@ def test_fp32_only_export_in_place_and_user_errors(work, tmp_path):
                            "no such model")
     _assert_one_line_error(cli.invoke(app, ["export", str(inplace), "--out", str(tmp_path / "o4"), "--preset",
                                             "fast"]), 2, "--preset")
+    # INT8 settings without --int8, and the other task's margin, are refused rather than ignored
+    _assert_one_line_error(cli.invoke(app, ["export", str(inplace), "--out", str(tmp_path / "o5"), "--calibration",
+                                            str(work["manifest"]), "--preset", "mixed"]), 2,
+                           "calibration, preset", "add --int8")
+    _assert_one_line_error(cli.invoke(app, ["export", str(inplace), "--out", str(tmp_path / "o6"), "--int8",
+                                            "--max-dice-drop", "0.5"]), 2, "max Dice drop", "classifier")
+    # a cache preprocessed otherwise (CLAHE here) would fit the INT8 ranges on images the model never sees
+    clahe = tmp_path / "clahe-cache"
+    build_cache([SAMPLES], clahe, config=PreprocessConfig(size=SIZE, clahe=True), classes=CLASSES,
+                split=SplitConfig(val_fraction=0.5, test_fraction=0), workers=1)
+    _assert_one_line_error(cli.invoke(app, ["export", str(inplace), "--out", str(tmp_path / "o7"), "--int8",
+                                            "--calibration", str(clahe), "--validation", str(work["cache"])]), 2,
+                           "preprocessed differently", "clahe")
+    for k in (5, 6, 7):
+        assert not (tmp_path / f"o{k}").exists()
 
 
 def test_segmenter_export_checks_dice(work, tmp_path):
