@@ -75,7 +75,10 @@ def plot_roc_curves(y_true, probs, classes: Sequence[str], path: str | Path) -> 
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
     ax.set_title("ROC, one class vs the rest")
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[1]:  # one class only: no curve, and no legend to draw
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no curve: the data hold one class", ha="center", va="center", fontsize=9)
     return _save(fig, path)
 
 

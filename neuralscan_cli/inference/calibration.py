@@ -99,7 +99,7 @@ def calibrate_bundle(model: str | Path, data: str | Path | None = None, *, tempe
         result.accuracy = float((raw.argmax(1) == y).mean())
         result.ece_before, result.ece_after = expected_calibration_error(y, raw), expected_calibration_error(y, scaled)
         result.nll_before, result.nll_after = negative_log_likelihood(y, raw), negative_log_likelihood(y, scaled)
-        if result.n < 100 and on_warning:
+        if result.n < 100 and on_warning and temperature is None:  # a given temperature is not estimated
             on_warning(f"only {result.n} labelled images: the temperature is a rough estimate")
 
     record = {"temperature": result.temperature, "method": METHOD,

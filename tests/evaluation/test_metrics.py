@@ -182,3 +182,14 @@ def test_grad_cam_on_a_tiny_cnn():
     assert heat.min() >= 0 and heat.max() <= 1
     heat_last = grad_cam(model, images[..., None], class_index=1, layer_name="after")
     assert heat_last.shape == (5, 32, 32) and heat_last.min() >= 0 and heat_last.max() <= 1
+
+
+def test_roc_plot_of_one_class_data_draws_no_empty_legend(tmp_path):
+    import warnings
+
+    from neuralscan_cli.evaluation.plots import plot_roc_curves
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns on a legend with no labelled curve
+        path = plot_roc_curves(np.zeros(5, int), np.tile([0.7, 0.3], (5, 1)), ["a", "b"], tmp_path / "roc.png")
+    assert path.is_file() and path.stat().st_size > 0
