@@ -202,7 +202,9 @@ class OpenVINORunner(Runner):
     def _predict(self, x: np.ndarray, batch_size: int) -> np.ndarray:
         starts = range(0, len(x), batch_size)
         if len(starts) == 1:
-            return np.array(self.compiled(x)[0])
+            # share_inputs=False: a shared input stays bound to the compiled model's own request after the call;
+            # with the async queue also in use, that dangling buffer corrupted the heap (mixed-size batches)
+            return np.array(self.compiled(x, share_inputs=False)[0])
         results: dict[int, np.ndarray] = {}
 
         def done(request, start):

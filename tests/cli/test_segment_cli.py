@@ -20,6 +20,7 @@ from neuralscan_cli.inference.segmentation import FIELDS, segment_paths
 from neuralscan_cli.preprocess import PreprocessConfig
 
 SIZE = 64
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "neuralscan_cli" / "samples"
 cli = CliRunner()
 
 
@@ -582,3 +583,28 @@ def test_limit_reaches_new_files_before_retrying_failed_ones(bundle, tmp_path):
         r = run(bundle, data / "list.csv", "--out", out, "--limit", "1")
         assert r.exit_code == 0, r.output
         assert sorted(Path(row["path"]).name for row in rows_of(out)) == names
+
+
+def test_mixed_batch_sizes_on_openvino_do_not_corrupt_memory(tmp_path):
+    """Single scans (one request) and a volume (the async queue) in one run: a shared input buffer left bound
+    to the compiled model's own request crashed the process (heap corruption) on most runs. Run in a child
+    process, several times, since a crash takes the process with it."""
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for p in sorted((SAMPLE_DIR / "images").rglob("*.png"))[:5]:
+        (scans / p.name).write_bytes(p.read_bytes())
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.integers(0, 1000, (96, 96, 6)).astype(np.int16), np.diag([0.9, 0.9, 5.0, 1.0])),
+             scans / "volume.nii.gz")
+    code = ("import sys; from neuralscan_cli.inference.segmentation import segment_paths; "
+            "s = segment_paths([sys.argv[1]], 'bundled-segmenter', sys.argv[2], gate='none', batch_size=2, "
+            "engine='openvino-int8'); print(s.n_segmented, len(s.errors))")
+    for k in range(3):
+        r = subprocess.run([sys.executable, "-c", code, str(scans), str(tmp_path / f"out{k}")], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0 and r.stdout.split() == ["6", "0"], (r.returncode, r.stderr[-500:])
