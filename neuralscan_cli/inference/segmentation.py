@@ -310,8 +310,9 @@ def _check_run_info(out_dir: Path, info: dict) -> None:
         except (OSError, json.JSONDecodeError):
             before = {}
         if (out_dir / MEASUREMENTS).is_file():
-            for key in ("model_path", "threshold", "min_component", "gate"):
-                old = before.get(key, None if key == "gate" else info[key])  # older folders had no gate
+            for key in ("model_path", "engine", "threshold", "min_component", "gate"):
+                # older folders had no gate or engine
+                old = before.get(key, None if key == "gate" else info[key])
                 if old != info[key]:
                     raise NeuralScanError(f"{out_dir} holds results made with {key.replace('_', ' ')} "
                                           f"{old}, not {info[key]}; use the same settings to resume, "
@@ -595,6 +596,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     if overwrite:
         clear_results(out_dir)
     _check_run_info(out_dir, {"model": bundle.name, "model_path": str(Path(bundle.root).resolve()),
+                              "engine": runner.engine,
                               "threshold": float(threshold), "min_component": float(min_component),
                               "gate": None if tumour_gate is None else str(Path(tumour_gate.bundle.root).resolve())})
     output_files = OutputFiles()

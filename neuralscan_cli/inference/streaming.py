@@ -166,9 +166,30 @@ class _Output:
                                               f"--with-segmentation setting); use --overwrite or another --out")
                     yield row
 
+    def _is_results_file(self) -> bool:
+        """Whether the file at `path` looks like results this command writes (any model's columns)."""
+        try:
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                first = fh.readline()
+        except (OSError, UnicodeDecodeError):
+            return False
+        if not first.strip():
+            return True
+        if self.fmt == "csv":
+            header = next(csv.reader([first]), [])
+            return header[:4] == ["path", "slice", "label", "confidence"] and "model" in header
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(row, dict) and list(row)[:4] == ["path", "slice", "label", "confidence"]
+
     def prepare(self, overwrite: bool) -> set[str]:
         """The source paths already done; drops rows of unfinished files and a torn last line."""
         if overwrite:
+            if self.path.is_file() and not self._is_results_file():  # e.g. the input manifest named as --out
+                raise NeuralScanError(f"{self.path}: not a results file written by neuralscan classify, so "
+                                      f"--overwrite will not delete it; choose another --out")
             for p in (self.path, self.done_path, self.errors_path):
                 p.unlink(missing_ok=True)
         if not self.path.is_file() or self.path.stat().st_size == 0:
@@ -417,6 +438,9 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         if seg_dir.exists() and not seg_dir.is_dir():
             raise NeuralScanError(f"{seg_dir}: exists and is not a folder")
     files, root, ignored = find_scans(paths, exclude=seg_dir)
+    inputs = {str(Path(p).resolve()) for p in paths} | set(files)
+    if str(out.resolve()) in inputs:
+        raise NeuralScanError(f"{out}: is one of the inputs; --out names the results file to write")
     if runner is None:
         bundle, runner = load_classifier(model, engine)
     else:
@@ -426,6 +450,8 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         seg_bundle, seg_runner = load_segmenter(with_segmentation)
     classes = bundle.classes
     tag = f"{bundle.name}:{runner.engine}"
+    if seg_runner is not None:  # a resume must not mix masks of two segmenters either
+        tag += f"+{seg_bundle.name}:{seg_runner.engine}"
     cols = columns(bundle, seg_runner is not None)
     is_openvino = runner.engine.startswith("openvino")
     batch_size = int(batch_size or (OPENVINO_BATCH if is_openvino else KERAS_BATCH))

@@ -208,6 +208,10 @@ def test_with_segmentation_adds_measurements_and_masks(work, tmp_path):
     seg_dir = tmp_path / "both_segmentation"
     for row in rows:
         assert (seg_dir / row["mask_file"]).is_file() and (seg_dir / row["overlay_file"]).is_file()
+    # the model column names both networks, so a resume with another segmenter is refused, not mixed in
+    assert {row["model"] for row in rows} == {"tiny-classifier:openvino-int8+tiny-seg:keras"}
+    _assert_one_line_error(_run(scans, "--out", out, "--model", work["exported"], "--with-segmentation"), 2,
+                           "use the same model to resume")
 
 
 def test_user_mistakes_are_one_line_errors(work, tmp_path):
@@ -475,3 +479,23 @@ def test_limit_reaches_new_files_before_retrying_failed_ones(work, tmp_path):
         r = _run(manifest, "--out", out, "--model", work["exported"], "--limit", "1")
         assert r.exit_code == 0, r.output
         assert sorted(row["path"] for row in _rows(out)) == work["good"][:n]
+
+
+def test_overwrite_never_deletes_a_file_it_did_not_write(work, tmp_path):
+    """--out naming the input manifest, or another program's CSV: --overwrite refuses instead of deleting."""
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("image,patient_id\n" + "\n".join(f"{p},P{k}" for k, p in enumerate(work["good"][:2])) + "\n")
+    before = manifest.read_text()
+    _assert_one_line_error(_run(manifest, "--out", manifest, "--overwrite", "--model", work["exported"]), 2,
+                           "is one of the inputs")
+    theirs = tmp_path / "theirs.csv"
+    theirs.write_text("name,score\nalice,1\n")
+    _assert_one_line_error(_run(manifest, "--out", theirs, "--overwrite", "--model", work["exported"]), 2,
+                           "not a results file")
+    assert manifest.read_text() == before and theirs.read_text() == "name,score\nalice,1\n"
+    # its own results are replaced as before
+    out = tmp_path / "r.csv"
+    assert _run(manifest, "--out", out, "--model", work["exported"]).exit_code == 0
+    r = _run(manifest, "--out", out, "--overwrite", "--model", work["exported"])
+    assert r.exit_code == 0, r.output
+    assert len(_rows(out)) == 2

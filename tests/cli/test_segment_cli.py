@@ -608,3 +608,18 @@ def test_mixed_batch_sizes_on_openvino_do_not_corrupt_memory(tmp_path):
         r = subprocess.run([sys.executable, "-c", code, str(scans), str(tmp_path / f"out{k}")], capture_output=True,
                            text=True, timeout=300)
         assert r.returncode == 0 and r.stdout.split() == ["6", "0"], (r.returncode, r.stderr[-500:])
+
+
+def test_resume_refuses_another_engine(tmp_path):
+    """INT8 and Keras masks differ by a few pixels: one folder holds one engine's results."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for p in sorted((SAMPLE_DIR / "images").rglob("*.png"))[:2]:
+        (scans / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "out"
+    r = cli.invoke(app, ["segment", str(scans), "--out", str(out), "--limit", "1", "--gate", "none"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "segment.json").read_text())["engine"] == "openvino-int8"
+    assert_one_line_error(cli.invoke(app, ["segment", str(scans), "--out", str(out), "--gate", "none", "--engine",
+                                           "keras"]), 2, "engine openvino-int8, not keras")
+    assert len(rows_of(out)) == 1
