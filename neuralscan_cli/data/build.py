@@ -63,7 +63,8 @@ def _item_key(item: SourceItem, cfg: dict, axis: int, middle: int | None) -> str
     parts += [json.dumps(cfg, sort_keys=True), str(axis), str(middle)]
     if str(item.path).lower().endswith((".nii", ".nii.gz")):
         parts.append("slice numbers as stored")  # older caches hold canonical ones: such rows are redone
-    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+    # surrogateescape: a file name that is not UTF-8 still gets a key (reading it then fails, as one bad file)
+    return hashlib.blake2b("|".join(parts).encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 def _read_mask(path: Path) -> np.ndarray:

@@ -298,7 +298,10 @@ def earlier_failures(errors_csv: Path) -> set[str]:
 def failed_last(todo: list[str], failed: set[str]) -> list[str]:
     """`todo` with the files that failed before moved to the end (order kept otherwise), so that a run with a
     `limit` reaches the files not tried yet instead of retrying the same bad ones every time."""
-    return [f for f in todo if f not in failed] + [f for f in todo if f in failed]
+    from ..io.base import printable_path
+
+    tried = [printable_path(f) in failed for f in todo]  # errors files hold printable paths
+    return [f for f, t in zip(todo, tried) if not t] + [f for f, t in zip(todo, tried) if t]
 
 
 def _check_run_info(out_dir: Path, info: dict) -> None:
@@ -619,14 +622,11 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
         finished = 0
 
         def failed(path: Path, exc: BaseException) -> None:
-            from ..io.base import ScanReadError, one_line
+            from ..io.base import file_error_text, printable_path
 
-            text = one_line(str(exc))
-            if not isinstance(exc, (ScanReadError, NeuralScanError)):
-                text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-            msg = text if text.startswith(str(path)) else f"{path}: {text}"
+            msg = file_error_text(path, exc)
             summary.errors.append(msg)
-            err_writer.writerow([str(path), msg])
+            err_writer.writerow([printable_path(path), msg])
             err_fh.flush()
 
         def advance() -> None:

@@ -46,6 +46,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import NeuralScanError
+from ..io.base import file_error_text, printable_path
 from .bundle import ModelBundle
 
 FORMATS = ("csv", "jsonl")
@@ -295,15 +296,6 @@ class _File:
     blank: np.ndarray | None = None  # per slice: no signal (see preprocess.no_signal)
 
 
-def _error_text(path: Path, exc: BaseException) -> str:
-    from ..io.base import ScanReadError, one_line
-
-    text = one_line(str(exc))
-    if not isinstance(exc, (ScanReadError, NeuralScanError)):
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if text.startswith(str(path)) else f"{path}: {text}"
-
-
 def _decode(entry: _File, config, seg_config) -> _File:
     """Read and preprocess every slice (in a worker thread); a failure is recorded, never raised."""
     from ..io import read_scan
@@ -324,7 +316,7 @@ def _decode(entry: _File, config, seg_config) -> _File:
         if seg_config is not None:
             entry.seg_job = prepare_scan(Path(entry.path), entry.name, seg_config)
     except Exception as exc:  # noqa: BLE001 -- corrupt, empty, not a scan: reported and skipped
-        entry.error = _error_text(entry.path, exc)
+        entry.error = file_error_text(entry.path, exc)
         entry.images = entry.seg_job = None
         entry.slices = []
     return entry
@@ -541,7 +533,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
             try:
                 rows = rows_of(entry)
             except Exception as exc:  # noqa: BLE001 -- e.g. a mask that cannot be written: that file fails
-                entry.error = _error_text(entry.path, exc)
+                entry.error = file_error_text(entry.path, exc)
             else:
                 output.file_done(str(entry.path), rows)
                 summary.n_scored += 1
@@ -550,7 +542,7 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
                     counts[r["label"]] += 1
         if entry.error is not None:
             summary.errors.append(entry.error)
-            output.file_failed(str(entry.path), entry.error)
+            output.file_failed(printable_path(entry.path), entry.error)
         entry.probs = entry.seg_job = None
         finished += 1
         if on_progress:

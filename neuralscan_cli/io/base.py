@@ -26,6 +26,21 @@ def one_line(text: str, limit: int = 300) -> str:
     return joined if len(joined) <= limit else joined[: limit - 3] + "..."
 
 
+def printable_path(path: str | Path) -> str:
+    """A path as text that can be written anywhere: a file name whose bytes are not UTF-8 (an old Latin-1
+    archive) gets its bad bytes as \\xNN escapes instead of failing every results file it is written to."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def file_error_text(path: str | Path, exc: BaseException) -> str:
+    """The one-line message of a file that failed in a batch, starting with its (printable) path."""
+    where = printable_path(path)
+    text = printable_path(one_line(str(exc)))
+    if not isinstance(exc, (ScanReadError, NeuralScanError)):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if text.startswith(where) else f"{where}: {text}"
+
+
 @dataclass
 class ScanSlice:
     """One 2-D slice of a scan, as float32, with what is known about where it came from."""
@@ -148,6 +163,9 @@ def read_scan(path: str | Path, *, axis: int = 2, middle: int | None = None) -> 
     path = Path(path)
     if middle is not None and middle < 1:
         raise ValueError(f"middle must be a positive number of slices, got {middle}")
+    if printable_path(path) != str(path):  # its name could not be written to any results or errors file
+        raise ScanReadError(f"{printable_path(path)}: the file name is not valid UTF-8; rename the file (e.g. "
+                            f"convmv -f latin1 -t utf8)")
     if not path.exists():
         raise ScanReadError(f"{path}: no such file")
     if path.is_dir():

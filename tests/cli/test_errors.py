@@ -109,3 +109,30 @@ def test_an_interrupted_batch_says_how_to_resume(overwrite, advice):
             raise KeyboardInterrupt
     assert stop.value.exit_code == 130
     assert advice in captured.get() and "out.csv" in captured.get()
+
+
+@pytest.mark.parametrize("command", [
+    ["preprocess", "{scans}", "{tmp}/cache", "--size", "64", "--workers", "1"],
+    ["classify", "{scans}", "--out", "{tmp}/results.csv"],
+    ["segment", "{scans}", "--out", "{tmp}/seg", "--gate", "none"],
+])
+def test_a_file_name_that_is_not_utf8_is_one_failed_file(tmp_path, command):
+    """Old Latin-1 archives hold such names: the file is reported (its bad byte escaped), the others are
+    processed. It stopped the whole batch, on every rerun."""
+    import csv
+    import os
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "good.png").write_bytes(SAMPLE.read_bytes())
+    bad = os.path.join(os.fsencode(scans), b"caf\xe9.png")  # Latin-1 e-acute: not UTF-8
+    with open(bad, "wb") as fh:
+        fh.write(SAMPLE.read_bytes())
+    result = cli.invoke(app_module.app, [a.replace("{scans}", str(scans)).replace("{tmp}", str(tmp_path))
+                                         for a in command])
+    assert result.exit_code == 0, result.output
+    errors = {"preprocess": tmp_path / "cache" / "errors.csv", "classify": tmp_path / "results.errors.csv",
+              "segment": tmp_path / "seg" / "errors.csv"}[command[0]]
+    with open(errors, newline="", encoding="utf-8") as fh:  # valid UTF-8, the byte written as \xe9
+        rows = list(csv.reader(fh))[1:]
+    assert len(rows) == 1 and "caf\\xe9.png" in rows[0][0] and "not valid UTF-8" in rows[-1][-1]
