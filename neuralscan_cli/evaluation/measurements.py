@@ -21,11 +21,13 @@ Conventions
   longest chord is the perpendicular diameter. A chord never bridges a gap outside the lesion (for a concave
   lesion it is the longest segment that stays inside it). Accurate to about a quarter of a pixel.
 * Bidimensional product: maximum x perpendicular diameter (RANO's measure of enhancing tumour size).
-* Hemisphere: which side of the head's midline holds the lesion, reported from the PATIENT's point of view
-  assuming radiological display (the image's left side is the patient's right, as in the public MRI datasets
-  and DICOM viewers): "patient_right" when at least `MIDLINE_SHARE` of the lesion's area lies left of the
-  midline column in the image, "patient_left" when at least that share lies right of it, "midline" otherwise
-  (a lesion straddling the midline). None when no midline is given or there is no lesion.
+* Hemisphere: which side of the head's midline holds the lesion, reported from the PATIENT's point of view.
+  Radiological display (the image's left side is the patient's right, as in the public MRI datasets and DICOM
+  viewers) unless told the image is mirrored (a DICOM row direction towards the patient's right):
+  "patient_right" when at least `MIDLINE_SHARE` of the lesion's area lies on the patient's right of the
+  midline column, "patient_left" for the left, "midline" otherwise (a lesion straddling the midline). None
+  when no midline is given (left-right unknown: a sagittal or rotated slice, a NIfTI file without
+  orientation) or there is no lesion.
 """
 from __future__ import annotations
 
@@ -150,28 +152,32 @@ def diameters(mask: np.ndarray, spacing: tuple[float, float] | None = None) -> t
     return longest, perpendicular
 
 
-def hemisphere(mask: np.ndarray, midline_x: float | None) -> str | None:
-    """'patient_right' / 'patient_left' / 'midline' (radiological display: image left = patient right)."""
+def hemisphere(mask: np.ndarray, midline_x: float | None, radiological: bool = True) -> str | None:
+    """'patient_right' / 'patient_left' / 'midline'; `radiological`: the image's left is the patient's right
+    (False: a mirrored, neurological-convention image)."""
     mask = np.asarray(mask, dtype=bool)
     if midline_x is None or not mask.any():
         return None
     cols = np.nonzero(mask)[1].astype(np.float64)
     left = float((cols < midline_x).sum()) + 0.5 * float((cols == midline_x).sum())  # the image's left
     share_left = left / len(cols)
+    image_left, image_right = ("patient_right", "patient_left") if radiological else ("patient_left", "patient_right")
     if share_left >= MIDLINE_SHARE:
-        return "patient_right"
+        return image_left
     if 1.0 - share_left >= MIDLINE_SHARE:
-        return "patient_left"
+        return image_right
     return "midline"
 
 
 def measure_mask(mask: np.ndarray, spacing: Sequence[float] | None = None,
-                 midline_x: float | None = None) -> dict:
+                 midline_x: float | None = None, radiological: bool = True) -> dict:
     """The measurements of one 2-D tumour mask, keyed by `COLUMNS`.
 
     mask       (H, W), non-zero = tumour
     spacing    (row_mm, col_mm) of one pixel, or None when unknown (then every *_mm* value is None)
     midline_x  the column of the head's midline (e.g. the centre of the head's bounding box), for `hemisphere`
+               (None: left-right unknown, no hemisphere)
+    radiological  whether the image's left is the patient's right (the usual display)
 
     An empty mask gives tumor_present False and None for every measurement.
     """
@@ -192,7 +198,7 @@ def measure_mask(mask: np.ndarray, spacing: Sequence[float] | None = None,
     out["centroid_x"] = float(cols.mean())
     out["centroid_y"] = float(rows.mean())
     out["bbox"] = f"{int(cols.min())} {int(rows.min())} {int(cols.max())} {int(rows.max())}"  # inclusive
-    out["hemisphere"] = hemisphere(mask, midline_x)
+    out["hemisphere"] = hemisphere(mask, midline_x, radiological)
     out["max_diameter_px"], out["perpendicular_diameter_px"] = diameters(mask, None)
     if spacing is not None:
         out["area_mm2"] = area * spacing[0] * spacing[1]

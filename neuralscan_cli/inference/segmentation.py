@@ -540,8 +540,10 @@ def finish_scan(job: ScanJob, probs: np.ndarray, out_dir: Path, threshold: float
         if absent is not None and absent[k]:
             small[:] = False
         mask = restore_mask(small, geom).astype(bool)
-        sagittal = s.affine is not None and s.extra.get("axis") == 0  # a sagittal slice has no left or right
-        m = measure_mask(mask, spacing, None if sagittal else midline)
+        # the readers say how left-right lies across the displayed slice (None: not along its rows, or unknown)
+        lateral = s.extra.get("lateral", "radiological")
+        m = measure_mask(mask, spacing, None if lateral is None else midline,
+                         radiological=lateral != "neurological")
         n_tumor += bool(m["tumor_present"])
         mask_rel, overlay_rel = per_slice[k]
         write_mask_png(out_dir / mask_rel, mask)

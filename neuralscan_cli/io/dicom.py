@@ -70,6 +70,26 @@ def _pixel_spacing(ds) -> tuple[float, float] | None:
     return (row, col)
 
 
+def _lateral_display(ds) -> str | None:
+    """How patient left-right lies across the image (extra["lateral"], read by `segment`'s hemisphere):
+    'radiological' (the image's left is the patient's right: the usual display, assumed when the file has no
+    ImageOrientationPatient), 'neurological' (mirrored), or None when left-right does not run along the
+    image's rows (sagittal, or a rotated slice)."""
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None:
+        try:
+            iop = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+        except (AttributeError, IndexError, KeyError):
+            return "radiological"
+    try:
+        row_x = float(iop[0])  # DICOM LPS: +x is the patient's left; iop[:3] is the direction of a row
+    except (TypeError, ValueError, IndexError):
+        return "radiological"
+    if abs(row_x) < 0.7:
+        return None
+    return "radiological" if row_x > 0 else "neurological"
+
+
 def _check_decoder(path: Path, ds) -> None:
     """Fail with an install hint, before pydicom tries, when compressed pixels have no decoder."""
     from pydicom.pixels import get_decoder
@@ -175,6 +195,7 @@ class DicomReader(ScanReader):
             "frames": len(frames),
             "photometric": _text(ds, "PhotometricInterpretation"),
             "transfer_syntax": syntax.name if syntax is not None else None,
+            "lateral": _lateral_display(ds),
         }
         return [
             ScanSlice(

@@ -32,6 +32,10 @@ def _load(path: Path):
     """The NIfTI image; by content when the name lacks a NIfTI extension (nibabel picks by name)."""
     import nibabel as nib
 
+    # nibabel logs each header fix (e.g. "setting 0 dims to 1") to the terminal; the reader handles those
+    import logging
+
+    logging.getLogger("nibabel.global").setLevel(logging.ERROR)
     name = path.name.lower()
     if name.endswith(".nii.gz"):
         return nib.load(path)
@@ -44,6 +48,36 @@ def _load(path: Path):
     data = path.read_bytes()
     image_class = nib.Nifti2Image if data[4:8] == _NIFTI2_MAGIC else nib.Nifti1Image
     return image_class.from_bytes(data)
+
+
+_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}  # NIfTI xyzt_units; 'unknown' is taken as mm
+
+
+def _zero_pixdim(path: Path) -> bool:
+    """Whether the file's own header gives a voxel size of 0 (nibabel replaces those with 1 when loading)."""
+    import gzip
+    import io
+
+    import nibabel as nib
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(540)
+        header_class = nib.Nifti2Header if head[4:8] == _NIFTI2_MAGIC else nib.Nifti1Header
+        header = header_class.from_fileobj(io.BytesIO(head), check=False)
+        return bool(np.any(np.asarray(header["pixdim"][1:4], dtype=float) <= 0))
+    except Exception:  # noqa: BLE001 -- unreadable here means nibabel read it some other way: keep its spacing
+        return False
+
+
+def _has_orientation(image) -> bool:
+    """Whether the header says where the patient is (a qform or sform code), as NIfTI's methods 2 and 3."""
+    header = image.header
+    try:
+        return int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
+    except (KeyError, ValueError, TypeError):
+        return True
 
 
 def _stored_axis_flipped(ornt: np.ndarray, axis: int) -> bool | None:
@@ -90,8 +124,11 @@ class NiftiReader(ScanReader):
         in_plane = [a for a in range(3) if a != axis]
         affine = np.array(canonical.affine, dtype=np.float64)
         # Voxel sizes from the affine (what maps voxels to mm), not pixdim, which sform may override.
-        voxel_sizes = nib.affines.voxel_sizes(affine)
+        voxel_sizes = nib.affines.voxel_sizes(affine) * _MM_PER_UNIT.get(image.header.get_xyzt_units()[0], 1.0)
         spacing = (float(voxel_sizes[in_plane[0]]), float(voxel_sizes[in_plane[1]]))
+        oriented = _has_orientation(image)
+        if not oriented and _zero_pixdim(path):
+            spacing = None  # no voxel size in the file: nibabel's stand-in 1 mm would invent millimetres
 
         indices = middle_indices(volume_shape[axis], middle)
         if len(indices) == 0:
@@ -108,7 +145,9 @@ class NiftiReader(ScanReader):
                 spacing=spacing,
                 modality=None,
                 affine=affine.copy(),
-                extra={"volume_shape": volume_shape, "axis": axis, "canonical_index": index},
+                extra={"volume_shape": volume_shape, "axis": axis, "canonical_index": index,
+                       # no qform/sform: nibabel's fallback orientation is a guess, so left-right is unknown
+                       "lateral": None if not oriented or axis == 0 else "radiological"},
             )
             for offset, index in enumerate(indices)
         ]

@@ -90,6 +90,9 @@ def test_hemisphere_follows_the_radiological_convention():
     assert measure_mask(right_of_image, None, midline_x=49.5)["hemisphere"] == "patient_left"
     assert measure_mask(straddling, None, midline_x=49.5)["hemisphere"] == "midline"
     assert measure_mask(left_of_image, None)["hemisphere"] is None
+    # a mirrored (neurological) image: the image's left is the patient's left
+    assert measure_mask(left_of_image, None, midline_x=49.5, radiological=False)["hemisphere"] == "patient_left"
+    assert measure_mask(straddling, None, midline_x=49.5, radiological=False)["hemisphere"] == "midline"
 
 
 def test_diameters_use_the_largest_component_and_area_all():

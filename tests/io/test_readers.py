@@ -334,7 +334,7 @@ def test_nifti_volume_slices_spacing_and_affine(tmp_path, suffix):
         assert scan.pixels.dtype == np.float32
         assert scan.spacing == pytest.approx((0.9, 0.9))
         np.testing.assert_allclose(scan.affine, ras_affine())
-        assert scan.extra == {"volume_shape": (4, 5, 6), "axis": 2, "canonical_index": k}
+        assert scan.extra == {"volume_shape": (4, 5, 6), "axis": 2, "canonical_index": k, "lateral": "radiological"}
         assert scan.modality is None
 
 
@@ -630,3 +630,37 @@ def test_registered_reader_is_used(tmp_path, toy_reader):
     unregister_reader(ToyReader)
     assert ".toyscan" not in supported_extensions() and not is_scan_file(path)
 
+
+
+def test_dicom_orientation_says_how_left_right_lies_across_the_image(tmp_path):
+    """ImageOrientationPatient's row direction: towards the patient's left is the usual (radiological)
+    display, towards the right a mirrored one, neither (sagittal) leaves left-right unknown."""
+    cases = {"axial": ([1, 0, 0, 0, 1, 0], "radiological"), "mirrored": ([-1, 0, 0, 0, 1, 0], "neurological"),
+             "coronal": ([1, 0, 0, 0, 0, -1], "radiological"), "sagittal": ([0, 1, 0, 0, 0, -1], None),
+             "none": (None, "radiological")}
+    for name, (iop, lateral) in cases.items():
+        attrs = {"ImageOrientationPatient": iop} if iop is not None else {}
+        (scan,) = read_scan(write_dicom(tmp_path / f"{name}.dcm", FRAME, **attrs))
+        assert scan.extra["lateral"] == lateral, name
+
+
+def test_nifti_units_and_missing_orientation_or_spacing(tmp_path):
+    """Spacing in mm whatever xyzt_units says; no qform/sform: left-right unknown; pixdim 0 as well: no
+    spacing (nibabel's stand-in 1 mm would invent millimetres)."""
+    for unit, factor in (("mm", 1.0), ("micron", 0.001), ("meter", 1000.0)):
+        image = nib.Nifti1Image(VOLUME, ras_affine())
+        image.header.set_xyzt_units(xyz=unit)
+        nib.save(image, tmp_path / f"{unit}.nii")
+        scan = read_scan(tmp_path / f"{unit}.nii")[0]
+        assert scan.spacing == pytest.approx((0.9 * factor, 0.9 * factor)), unit
+        assert scan.extra["lateral"] == "radiological"
+    bare = nib.Nifti1Image(VOLUME, None)
+    bare.header.set_qform(None, code=0)
+    bare.header.set_sform(None, code=0)
+    bare.header["pixdim"][1:4] = [0.8, 0.8, 4.0]
+    nib.save(bare, tmp_path / "bare.nii")
+    scan = read_scan(tmp_path / "bare.nii")[0]
+    assert scan.extra["lateral"] is None and scan.spacing == pytest.approx((0.8, 0.8))
+    bare.header["pixdim"][1:4] = [0, 0, 0]
+    nib.save(bare, tmp_path / "no-spacing.nii")
+    assert read_scan(tmp_path / "no-spacing.nii")[0].spacing is None
