@@ -108,8 +108,10 @@ def _print_summary(s) -> None:
     rows = [(f"slices labelled {label}", n) for label, n in s.counts.items()]
     rows += [("scan files found", s.n_files), ("scored now", s.n_scored), ("  slices", s.n_slices),
             ("done before (resumed)", s.n_resumed), ("failed", s.n_failed)]
-    if s.stopped_early:
-        rows.append(("left for a later run (--limit)", s.n_files - s.n_resumed - s.n_scored - s.n_failed))
+    if s.n_left:
+        rows.append(("left for a later run (--limit)", s.n_left))
+    if s.n_not_retried:
+        rows.append(("failed before, not retried (--limit)", s.n_not_retried))
     if s.n_ignored:
         rows.append(("ignored: non-scan files, blank manifest rows", s.n_ignored))
     print_counts(f"Classification with {s.model} ({s.engine})", rows)

@@ -71,8 +71,10 @@ def segment(
 def _print_summary(s) -> None:
     rows = [("scan files found", s.n_files), ("segmented now", s.n_segmented), ("  slices", s.n_slices),
             ("  slices with tumour", s.n_tumor), ("done before (resumed)", s.n_resumed), ("failed", s.n_failed)]
-    if s.stopped_early:
-        rows.append(("left for a later run (--limit)", s.n_files - s.n_resumed - s.n_segmented - s.n_failed))
+    if s.n_left:
+        rows.append(("left for a later run (--limit)", s.n_left))
+    if s.n_not_retried:
+        rows.append(("failed before, not retried (--limit)", s.n_not_retried))
     if s.n_ignored:
         rows.append(("ignored: non-scan files, blank manifest rows", s.n_ignored))
     print_counts(f"Segmentation with {s.model} ({s.engine})", rows)

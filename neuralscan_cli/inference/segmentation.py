@@ -62,11 +62,16 @@ class SegmentSummary:
     n_ignored: int = 0  # files in the folders that are not scans, and manifest rows with a blank image cell
     errors: list[str] = field(default_factory=list)  # one line per failed file
     seconds: float = 0.0
-    stopped_early: bool = False  # `limit` left files for a later run
+    n_left: int = 0  # files never tried, left by `limit` for a later run
+    n_not_retried: int = 0  # files that failed in an earlier run, not retried in this one (`limit`)
 
     @property
     def n_failed(self) -> int:
         return len(self.errors)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.n_left > 0
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -244,9 +249,13 @@ def _read_done(path: Path, files: OutputFiles | None = None) -> set[str]:
     if torn:  # rare (a crash mid-write): only then is the whole file read
         data = path.read_bytes()
         cut = data.rfind(b"\n") + 1
-        torn = next(csv.reader([data[cut:].decode("utf-8", "replace")]), [""])
+        fragment = (next(csv.reader([data[cut:].decode("utf-8", "replace")]), None) or [""])[0]
         lines = data[:cut].decode("utf-8").splitlines(keepends=True)
-        keep = [ln for ln in lines[1:] if next(csv.reader([ln]), [""])[0] != torn[0]] if torn and torn[0] else lines[1:]
+        paths = [(next(csv.reader([ln]), None) or [""])[0] for ln in lines[1:]]
+        # the tear may cut the path itself: a last scan whose path the fragment begins is redone as well
+        # (redoing a finished scan costs a little time; keeping half a scan would lose its other slices)
+        drop = {fragment} | ({paths[-1]} if paths and paths[-1].startswith(fragment) else set())
+        keep = [ln for ln, p in zip(lines[1:], paths) if p not in drop]
         path.write_text(lines[0] + "".join(keep))
     done: set[str] = set()
 
@@ -293,6 +302,18 @@ def earlier_failures(errors_csv: Path) -> set[str]:
         return set()
     with open(errors_csv, newline="", encoding="utf-8", errors="replace") as fh:
         return {row[0] for row in list(csv.reader(fh))[1:] if row}
+
+
+def limit_todo(todo: list[str], limit: int | None, failed: set[str]) -> tuple[list[str], int, int]:
+    """(the files this run does, files left that were never tried, files left that failed before): a file
+    that failed before is not "left for a later run", or a `--limit` loop would never end."""
+    from ..io.base import printable_path
+
+    if limit is None or len(todo) <= limit:
+        return todo, 0, 0
+    rest = todo[limit:]
+    failed_before = sum(1 for f in rest if printable_path(f) in failed)
+    return todo[:limit], len(rest) - failed_before, failed_before
 
 
 def failed_last(todo: list[str], failed: set[str]) -> list[str]:
@@ -606,11 +627,11 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                               "gate": None if tumour_gate is None else str(Path(tumour_gate.bundle.root).resolve())})
     output_files = OutputFiles()
     done = _read_done(out_dir / MEASUREMENTS, output_files)
-    todo = failed_last([f for f in files if f not in done], earlier_failures(out_dir / ERRORS))
+    earlier = earlier_failures(out_dir / ERRORS)
+    todo = failed_last([f for f in files if f not in done], earlier)
     summary = SegmentSummary(out_dir, model=bundle.name, engine=runner.engine, n_files=len(files),
                              n_resumed=len(files) - len(todo), n_ignored=ignored)
-    if limit is not None and len(todo) > limit:
-        todo, summary.stopped_early = todo[:limit], True
+    todo, summary.n_left, summary.n_not_retried = limit_todo(todo, limit, earlier)
     if on_total:
         on_total(len(todo))
     min_pixels = bundle.min_component_pixels(min_component)

@@ -73,7 +73,8 @@ class ClassifySummary:
     n_tumor: int = 0  # slices with a tumour label, this run
     errors: list[str] = field(default_factory=list)  # one line per failed file
     seconds: float = 0.0
-    stopped_early: bool = False  # `limit` left files for a later run
+    n_left: int = 0  # files never tried, left by `limit` for a later run
+    n_not_retried: int = 0  # files that failed in an earlier run, not retried in this one (`limit`)
     batch_size: int = 0
     infer_requests: int = 0
     workers: int = 0
@@ -85,6 +86,10 @@ class ClassifySummary:
     @property
     def images_per_second(self) -> float:
         return self.n_slices / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.n_left > 0
 
 
 def columns(bundle: ModelBundle, with_segmentation: bool = False) -> list[str]:
@@ -413,7 +418,8 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     NeuralScanError/BundleError before anything is written; a file that cannot be read is recorded in the
     errors file and the summary, and the rest go on.
     """
-    from .segmentation import OutputFiles, earlier_failures, failed_last, find_scans, load_segmenter, output_names
+    from .segmentation import (OutputFiles, earlier_failures, failed_last, find_scans, limit_todo, load_segmenter,
+                               output_names)
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -454,12 +460,12 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
     output = _Output(out, fmt, cols, tag)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = output.prepare(overwrite)
-    todo = failed_last([f for f in files if f not in done], earlier_failures(output.errors_path))
+    earlier = earlier_failures(output.errors_path)
+    todo = failed_last([f for f in files if f not in done], earlier)
     summary = ClassifySummary(out, output.errors_path, model=bundle.name, engine=runner.engine,
                               n_files=len(files), n_resumed=len(files) - len(todo), n_ignored=ignored,
                               batch_size=batch_size, workers=workers)
-    if limit is not None and len(todo) > limit:
-        todo, summary.stopped_early = todo[:limit], True
+    todo, summary.n_left, summary.n_not_retried = limit_todo(todo, limit, earlier)
     if on_total:
         on_total(len(todo))
     names = output_names(files, root) if seg_runner is not None else {}

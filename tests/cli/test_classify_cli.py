@@ -479,6 +479,10 @@ def test_limit_reaches_new_files_before_retrying_failed_ones(work, tmp_path):
         r = _run(manifest, "--out", out, "--model", work["exported"], "--limit", "1")
         assert r.exit_code == 0, r.output
         assert sorted(row["path"] for row in _rows(out)) == work["good"][:n]
+    # only the file that failed before is left: not "left for a later run" (a rerun loop would never end)
+    assert "left for a later run" not in r.output and "failed before, not retried" in r.output
+    # and the earlier failure is still listed, though this run did not retry it
+    assert [Path(e["path"]).name for e in _rows(sidecar_paths(out)[1])] == ["gone.png"]
 
 
 def test_overwrite_never_deletes_a_file_it_did_not_write(work, tmp_path):

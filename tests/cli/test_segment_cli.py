@@ -364,6 +364,10 @@ def test_torn_multi_slice_scan_is_redone_whole(tmp_path):
     path.write_text(head + done_row + vol_rows + "/data/vol.nii.gz,5,tr")  # the third slice's row was cut
     assert _read_done(path) == {"/data/a.png"}
     assert path.read_text() == head + done_row
+    # cut inside the path itself: the fragment is no whole path, and the scan it begins is still redone
+    path.write_text(head + done_row + vol_rows + "/data/vol.ni")
+    assert _read_done(path) == {"/data/a.png"}
+    assert path.read_text() == head + done_row
 
 
 def test_resume_refuses_a_foreign_file_without_touching_it(tmp_path):
