@@ -36,7 +36,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import NeuralScanError
-from ..io.base import display_slice, stored_from_display
+from ..io.base import display_slice, file_error_text, printable_path, stored_from_display
 from ..evaluation.measurements import COLUMNS, measure_mask, remove_small_components
 from ..evaluation.metrics import NO_TUMOR
 from ..preprocess import no_signal
@@ -307,8 +307,6 @@ def earlier_failures(errors_csv: Path) -> set[str]:
 def limit_todo(todo: list[str], limit: int | None, failed: set[str]) -> tuple[list[str], int, int]:
     """(the files this run does, files left that were never tried, files left that failed before): a file
     that failed before is not "left for a later run", or a `--limit` loop would never end."""
-    from ..io.base import printable_path
-
     if limit is None or len(todo) <= limit:
         return todo, 0, 0
     rest = todo[limit:]
@@ -319,8 +317,6 @@ def limit_todo(todo: list[str], limit: int | None, failed: set[str]) -> tuple[li
 def failed_last(todo: list[str], failed: set[str]) -> list[str]:
     """`todo` with the files that failed before moved to the end (order kept otherwise), so that a run with a
     `limit` reaches the files not tried yet instead of retrying the same bad ones every time."""
-    from ..io.base import printable_path
-
     tried = [printable_path(f) in failed for f in todo]  # errors files hold printable paths
     return [f for f, t in zip(todo, tried) if not t] + [f for f, t in zip(todo, tried) if t]
 
@@ -344,20 +340,52 @@ def _check_run_info(out_dir: Path, info: dict) -> None:
     path.write_text(json.dumps(info, indent=2))
 
 
-def _open_errors(out_dir: Path, retried: set[str]):
-    """errors.csv with earlier rows about files not in this run kept; returns the open file and its writer."""
-    path = out_dir / ERRORS
-    kept: list[list[str]] = []
-    if path.is_file():
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
-        kept = [r for r in rows[1:] if r and r[0] not in retried]
-    fh = open(path, "w", newline="")
-    writer = csv.writer(fh)
-    writer.writerow(ERROR_FIELDS)
-    writer.writerows(kept)
-    fh.flush()
-    return fh, writer
+class ErrorsFile:
+    """The errors file (path, error) of a resumable batch. Rows of this run are appended as files fail; an
+    earlier row goes only when the run ends (or is stopped) after its file was tried again, so an
+    interrupted rerun loses no earlier failure. Paths are printable (see io.base.printable_path)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.earlier: list[list[str]] = []
+        if self.path.is_file():
+            with open(self.path, newline="", encoding="utf-8", errors="replace") as fh:
+                self.earlier = [r for r in list(csv.reader(fh))[1:] if r]
+        self.attempted: set[str] = set()
+        self.new: list[list[str]] = []
+        self._fh = open(self.path, "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+        self._writer.writerow(ERROR_FIELDS)
+        self._writer.writerows(self.earlier)
+        self._fh.flush()
+
+    def failed(self, path: str, message: str) -> None:
+        self.attempted.add(path)
+        self.new.append([path, message])
+        self._writer.writerow([path, message])
+        self._fh.flush()
+
+    def tried(self, path: str) -> None:
+        self.attempted.add(path)
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.close()
+        keep = [r for r in self.earlier if r[0] not in self.attempted] + self.new
+        if len(keep) != len(self.earlier) + len(self.new):
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh, lineterminator="\n")
+                writer.writerow(ERROR_FIELDS)
+                writer.writerows(keep)
+            os.replace(tmp, self.path)
+
+    def __enter__(self) -> "ErrorsFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def overlay_rgb(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -637,20 +665,16 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
     min_pixels = bundle.min_component_pixels(min_component)
 
     new_file = not (out_dir / MEASUREMENTS).is_file() or (out_dir / MEASUREMENTS).stat().st_size == 0
-    err_fh, err_writer = _open_errors(out_dir, set(todo))
-    with open(out_dir / MEASUREMENTS, "a", newline="") as out_fh, err_fh:
+    with open(out_dir / MEASUREMENTS, "a", newline="") as out_fh, ErrorsFile(out_dir / ERRORS) as errors:
         if new_file:
             csv.writer(out_fh).writerow(FIELDS)
             out_fh.flush()
         finished = 0
 
         def failed(path: Path, exc: BaseException) -> None:
-            from ..io.base import file_error_text, printable_path
-
             msg = file_error_text(path, exc)
             summary.errors.append(msg)
-            err_writer.writerow([printable_path(path), msg])
-            err_fh.flush()
+            errors.failed(printable_path(path), msg)
 
         def advance() -> None:
             nonlocal finished
@@ -681,6 +705,7 @@ def segment_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle, 
                     csv.writer(buf).writerows([[_format(v) for v in r] for r in rows])
                     out_fh.write(buf.getvalue())  # one write per scan: its rows land together
                     out_fh.flush()
+                    errors.tried(printable_path(job.path))
                     summary.n_segmented += 1
                     summary.n_slices += n
                     summary.n_tumor += n_tumor

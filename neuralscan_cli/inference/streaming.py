@@ -249,24 +249,18 @@ class _Output:
             for r in rows:
                 fh.write(json.dumps({c: r[c] for c in self.cols}, default=_json_default) + "\n")
 
-    def open(self, retried: Sequence[str]):
-        """Open the outputs for appending; `retried`: the files this run tries (their earlier errors go)."""
+    def open(self):
+        """Open the outputs for appending (the errors file keeps earlier failures until their files are
+        tried again: see `ErrorsFile`)."""
+        from .segmentation import ErrorsFile
+
         new = not self.path.is_file() or self.path.stat().st_size == 0
         self.fh = open(self.path, "a", newline="", encoding="utf-8")
         if new and self.fmt == "csv":
             csv.writer(self.fh, lineterminator="\n").writerow(self.cols)
             self.fh.flush()
         self.done_fh = open(self.done_path, "a", encoding="utf-8")
-        kept: list[list[str]] = []
-        if self.errors_path.is_file():  # earlier failures of files not tried again now stay listed
-            retried = set(retried)
-            with open(self.errors_path, newline="", encoding="utf-8") as fh:
-                kept = [r for r in list(csv.reader(fh))[1:] if r and r[0] not in retried]
-        self.err_fh = open(self.errors_path, "w", newline="", encoding="utf-8")
-        self.err_writer = csv.writer(self.err_fh, lineterminator="\n")
-        self.err_writer.writerow(["path", "error"])
-        self.err_writer.writerows(kept)
-        self.err_fh.flush()
+        self.errors = ErrorsFile(self.errors_path)
 
     def file_done(self, path: str, rows: list[dict]) -> None:
         buf = io.StringIO()
@@ -275,13 +269,13 @@ class _Output:
         self.fh.flush()
         self.done_fh.write(path + "\n")  # only then is the file done
         self.done_fh.flush()
+        self.errors.tried(printable_path(path))
 
     def file_failed(self, path: str, message: str) -> None:
-        self.err_writer.writerow([path, message])
-        self.err_fh.flush()
+        self.errors.failed(path, message)
 
     def close(self) -> None:
-        for fh in (self.fh, self.done_fh, getattr(self, "err_fh", None)):
+        for fh in (self.fh, self.done_fh, getattr(self, "errors", None)):
             if fh is not None:
                 fh.close()
 
@@ -576,14 +570,15 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
                     return
             emit(pending.popleft())
 
-    output.open(todo)
+    output.open()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     seg_config = seg_bundle.preprocessing if seg_bundle is not None else None
     try:
         for entry in _decoded(entries, pool, workers * AHEAD_PER_WORKER, bundle.preprocessing, seg_config):
             if entry.error is None:
                 if entry.images.shape[1:] != (size, size):
-                    entry.error = f"{entry.path}: preprocessed to {entry.images.shape[1:]}, not {size}x{size}"
+                    entry.error = (f"{printable_path(entry.path)}: preprocessed to {entry.images.shape[1:]}, "
+                                   f"not {size}x{size}")
                 else:
                     entry.probs = np.zeros((len(entry.slices), len(classes)), np.float32)
                     entry.remaining = len(entry.slices)

@@ -627,3 +627,33 @@ def test_resume_refuses_another_engine(tmp_path):
     assert_one_line_error(cli.invoke(app, ["segment", str(scans), "--out", str(out), "--gate", "none", "--engine",
                                            "keras"]), 2, "engine openvino-int8, not keras")
     assert len(rows_of(out)) == 1
+
+
+def test_an_interrupted_rerun_keeps_earlier_failures(bundle, tmp_path, monkeypatch):
+    """errors.csv dropped the files a rerun was about to retry when it opened; stopped before reaching them,
+    the rerun lost their earlier failures."""
+    import neuralscan_cli.inference.segmentation as seg
+
+    data = tmp_path / "data"
+    save_png(data / "a.png", head_image(256, 110, (100, 70), 20))
+    (data / "bad.png").write_text("not an image")
+    out = tmp_path / "out"
+    assert run(bundle, data, "--out", out).exit_code == 0
+    assert [Path(e["path"]).name for e in errors_of(out)] == ["bad.png"]
+    save_png(data / "c.png", head_image(256, 110))  # new: tried first, and the run stops there
+    real = seg.prepare_scan
+
+    def stop_at_c(path, *args, **kwargs):
+        if Path(path).name == "c.png":
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(seg, "prepare_scan", stop_at_c)
+    with pytest.raises(KeyboardInterrupt):
+        segment_paths([data], bundle, out)
+    assert [Path(e["path"]).name for e in errors_of(out)] == ["bad.png"]
+    monkeypatch.setattr(seg, "prepare_scan", real)
+    (data / "bad.png").unlink()
+    save_png(data / "bad.png", head_image(256, 110))  # fixed: retried, segmented, and its old error goes
+    segment_paths([data], bundle, out)
+    assert errors_of(out) == [] and len(rows_of(out)) == 3
