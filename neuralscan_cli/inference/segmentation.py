@@ -76,15 +76,23 @@ class SegmentSummary:
 
 # ------------------------------------------------------------------------------------------------ inputs
 
+def _unlistable_folder(path: str) -> bool:
+    """A folder the walk could not enter (no permission): reported as a failed entry, not ignored."""
+    return os.path.isdir(path) and not os.path.islink(path) and not os.access(path, os.R_OK | os.X_OK)
+
+
 def _walk_files(folder: str, exclude: str | None) -> Iterator[str]:
-    """Files under `folder`, recursively, in the order `sorted(Path(folder).rglob("*"))` gives (a Path sorts
+    """Entries under `folder`, recursively, in the order `sorted(Path(folder).rglob("*"))` gives (a Path sorts
     by its parts: siblings by name, files and folders alike), as plain strings: a Path object costs ~0.5 KB,
     which over an archive of files listed up front would grow `classify`'s memory with the number of files.
-    Like rglob, symlinked folders are not entered; hidden files and anything under `exclude` are left out."""
+    Like rglob, symlinked folders are not entered (they are yielded, and then counted as not scans, as are
+    broken links); a folder that cannot be listed is yielded itself, so it fails as one bad entry instead of
+    vanishing; hidden files and anything under `exclude` are left out."""
     try:
         with os.scandir(folder) as it:
             items = sorted(it, key=lambda e: e.name)
     except OSError:
+        yield folder
         return
     for e in items:
         if exclude is not None and (e.path == exclude or e.path.startswith(exclude + os.sep)):
@@ -92,10 +100,10 @@ def _walk_files(folder: str, exclude: str | None) -> Iterator[str]:
         try:
             if e.is_dir(follow_symlinks=False):
                 yield from _walk_files(e.path, exclude)
-            elif not e.name.startswith(".") and e.is_file():
+            elif not e.name.startswith("."):
                 yield e.path
         except OSError:
-            continue
+            yield e.path
 
 
 def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -> tuple[list[str], Path, int]:
@@ -122,7 +130,7 @@ def find_scans(paths: Sequence[str | Path], exclude: str | Path | None = None) -
         if p.is_dir():
             roots.append(str(p))
             for f in _walk_files(str(p), exclude):
-                if is_scan_file(f):
+                if is_scan_file(f) or _unlistable_folder(f):
                     files.append(f)
                 else:
                     ignored += 1

@@ -128,6 +128,8 @@ def is_scan_file(path: str | Path) -> bool:
         if not path.is_file():
             return False
         head = _read_head(path)
+    except PermissionError:  # maybe a scan (DICOM without extension): tried, and reported, not ignored
+        return True
     except OSError:
         return False
     return any(r.sniff(head) for r in _READERS)
@@ -169,6 +171,9 @@ def read_scan(path: str | Path, *, axis: int = 2, middle: int | None = None) -> 
     if not path.exists():
         raise ScanReadError(f"{path}: no such file")
     if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ScanReadError(f"{printable_path(path)}: folder cannot be read (permission denied); its scans "
+                                "were not seen")
         raise ScanReadError(f"{path}: is a folder, not a scan file")
     if path.stat().st_size == 0:
         raise ScanReadError(f"{path}: empty file")

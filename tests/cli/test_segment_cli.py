@@ -657,3 +657,34 @@ def test_an_interrupted_rerun_keeps_earlier_failures(bundle, tmp_path, monkeypat
     save_png(data / "bad.png", head_image(256, 110))  # fixed: retried, segmented, and its old error goes
     segment_paths([data], bundle, out)
     assert errors_of(out) == [] and len(rows_of(out)) == 3
+
+
+def test_a_folder_that_cannot_be_listed_and_links_are_accounted_for(bundle, tmp_path, monkeypatch):
+    """An unreadable subfolder is one failed entry (its scans were not seen), not silence; a symlinked folder
+    is counted as ignored and a broken link named like a scan fails."""
+    import os
+
+    data = tmp_path / "data"
+    save_png(data / "a.png", head_image(256, 110, (100, 70), 20))
+    save_png(data / "locked" / "b.png", head_image(256, 110))
+    (data / "elsewhere").symlink_to(tmp_path / "data" / "locked", target_is_directory=True)
+    (data / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    locked = str(data / "locked")
+    real_scandir, real_access = os.scandir, os.access
+
+    def scandir(path="."):  # as for a user without read permission (tests may run as root, who has it)
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != locked and real_access(p, mode))
+    out = tmp_path / "out"
+    r = run(bundle, data, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert [Path(row["path"]).name for row in rows_of(out)] == ["a.png"]
+    errors = {Path(e["path"]).name: e["error"] for e in errors_of(out)}
+    assert sorted(errors) == ["gone.png", "locked"] and "permission denied" in errors["locked"]
+    assert "no such file" in errors["gone.png"]  # a broken link with a scan's name: reported
+    ignored = " ".join(r.output.split()).split("blank manifest rows")[1].split()[1]
+    assert ignored == "1", r.output  # the symlinked folder (not entered, as rglob)
