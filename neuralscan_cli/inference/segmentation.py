@@ -173,7 +173,24 @@ def output_names(files: Sequence[str | Path], root: Path) -> dict:
     for f, s in stems.items():
         if counts[s] > 1:  # scan.png and scan.dcm side by side: keep the extension in the name
             stems[f] = (rel[f].parent / rel[f].name.replace(".", "_")).as_posix()
-    return stems
+    return {f: _fit_name(s) for f, s in stems.items()}
+
+
+MAX_STEM_BYTES = 180  # file systems allow 255 bytes a name; "_s123~2_overlay.png" and the like must still fit
+
+
+def _fit_name(stem: str) -> str:
+    """`stem` with a last part too long for an output file name cut short and given a hash of the whole
+    (the same input always gets the same name, so a resumed run finds its files)."""
+    import hashlib
+
+    head, _, last = stem.rpartition("/")
+    raw = last.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_STEM_BYTES:
+        return stem
+    short = raw[:MAX_STEM_BYTES - 9].decode("utf-8", "ignore")
+    digest = hashlib.sha1(raw).hexdigest()[:8]
+    return f"{head}/{short}-{digest}" if head else f"{short}-{digest}"
 
 
 # ---------------------------------------------------------------------------------------- output files

@@ -688,3 +688,19 @@ def test_a_folder_that_cannot_be_listed_and_links_are_accounted_for(bundle, tmp_
     assert "no such file" in errors["gone.png"]  # a broken link with a scan's name: reported
     ignored = " ".join(r.output.split()).split("blank manifest rows")[1].split()[1]
     assert ignored == "1", r.output  # the symlinked folder (not entered, as rglob)
+
+
+def test_a_very_long_file_name_still_gets_its_mask_and_overlay(bundle, tmp_path):
+    """A 240-character name: the overlay's name went over the file system's 255 bytes after the mask was
+    written, leaving an orphan mask and a failed file."""
+    data = tmp_path / "data"
+    long_name = "x" * 240 + ".png"
+    save_png(data / long_name, head_image(256, 110, (100, 70), 20))
+    out = tmp_path / "out"
+    r = run(bundle, data, "--out", out)
+    assert r.exit_code == 0, r.output
+    (row,) = rows_of(out)
+    assert (out / row["mask_file"]).is_file() and (out / row["overlay_file"]).is_file()
+    assert errors_of(out) == []
+    r = run(bundle, data, "--out", out)  # a rerun finds it done under the same names
+    assert r.exit_code == 0 and len(rows_of(out)) == 1
