@@ -201,13 +201,15 @@ class _Output:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             self.done_path.unlink(missing_ok=True)
             return set()
-        data = self.path.read_bytes()
-        torn = not data.endswith(b"\n")
-        if torn and b"\n" in data:
-            next(self._read_rows(), None)  # a file that is not ours raises here, before anything is changed
-        if torn:  # a row cut short by a crash: drop it
+        with open(self.path, "rb") as fh:  # the last byte only: a big results file is not read into memory
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+        if torn:  # a row cut short by a crash (rare): drop it
+            data = self.path.read_bytes()
+            if b"\n" in data:
+                next(self._read_rows(), None)  # a file that is not ours raises here, before anything is changed
             self.path.write_bytes(data[: data.rfind(b"\n") + 1])
-        del data
+            del data
         listed = None
         if self.done_path.is_file():
             listed = {ln for ln in self.done_path.read_text(encoding="utf-8").splitlines() if ln}
