@@ -257,7 +257,8 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
         parts.append((images_i, masks_i, has_i, thumbs_i))
         for m, has in zip(metas, has_i):
             records.append({"item": i, "item_key": keys[i], "path": str(item.path), "label": label,
-                            "fold": item.fold or "", "given_group": item.group, "source": item.source,
+                            "fold": item.fold or "", "given_group": item.group, "given_patient": item.patient_given,
+                            "source": item.source,
                             "has_mask": bool(has), **m})
     if not records:  # one line that says why; nothing is written, so there is no errors.csv to point to
         if failed:
@@ -292,9 +293,10 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
     folds = [r["fold"] for r in records]
     fold_split = None
     if not split.val_folds and not split.test_folds:
-        # only items whose patients are unknown otherwise (no patient key, no given group); a fold is
+        # only items whose patients are unknown otherwise (no patient key, no patient column); a fold is
         # named with its source, so one dataset's fold 1 is not another's
-        keyless = [f"{r['source']} fold {r['fold']}" if r["fold"] and not r["patient_key"] and not r["given_group"]
+        # (a duplicate-set column is no patient boundary: only a patient column makes the fold unnecessary)
+        keyless = [f"{r['source']} fold {r['fold']}" if r["fold"] and not r["patient_key"] and not r["given_patient"]
                    else "" for r in records]
         if any(keyless):
             fold_split = whole_fold_splits(keyless, labels, split)

@@ -15,7 +15,8 @@ from typing import Iterator
 
 from ..io import is_scan_file
 
-GROUP_COLUMNS = ("group", "duplicate_group", "patient", "patient_id", "subject", "subject_id")
+PATIENT_COLUMNS = ("patient", "patient_id", "subject", "subject_id")
+GROUP_COLUMNS = ("group", "duplicate_group", *PATIENT_COLUMNS)  # every one present joins rows into one group
 MASK_FOLDER_NAMES = {"masks", "mask", "labels_masks", "segmentations"}
 
 
@@ -31,6 +32,7 @@ class SourceItem:
     fold: str | None = None
     group: str | None = None  # a grouping given by the dataset (patient, duplicate set), source-qualified
     source: str = ""  # short name of the source it came from
+    patient_given: bool = False  # `group` joins rows by a patient column (a duplicate set is no patient boundary)
 
 
 def _manifest_rows(csv_path: Path) -> Iterator[tuple[int, dict]]:
@@ -62,10 +64,11 @@ def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:
     name = csv_path.parent.name if csv_path.name.lower() in {"labels.csv", "manifest.csv"} else csv_path.stem
     problems: list[str] = []
     items: list[SourceItem] = []
-    group_col = None
+    group_keys: list[list[str]] = []
+    patient_cols: list[str] | None = None
     for lineno, row in _manifest_rows(csv_path):
-        if group_col is None:
-            group_col = next((c for c in GROUP_COLUMNS if c in row), "")
+        if patient_cols is None:
+            patient_cols = [c for c in PATIENT_COLUMNS if c in row]
         if not row.get("image"):
             problems.append(f"{csv_path}:{lineno}: empty image path")
             continue
@@ -79,10 +82,32 @@ def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:
             if not mask.is_file():
                 problems.append(f"{mask}: mask listed in {csv_path.name} line {lineno} but missing")
                 mask = None
-        group = row.get(group_col) if group_col else None
-        items.append(SourceItem(img, row.get("label") or None, mask, row.get("fold") or None,
-                                f"{name}:{group}" if group else None, name))
+        items.append(SourceItem(img, row.get("label") or None, mask, row.get("fold") or None, None, name,
+                                patient_given=any(row.get(c) for c in patient_cols or [])))
+        group_keys.append([f"{c}={row[c]}" for c in GROUP_COLUMNS if row.get(c)])
+    # rows that share a value in ANY group column are one group: a patient column and a duplicate-set column
+    # together must not let a patient's near-duplicate sets fall into different splits
+    for item, group in zip(items, _joined_groups(group_keys)):
+        item.group = f"{name}:{group}" if group is not None else None
     return items, problems
+
+
+def _joined_groups(keys: list[list[str]]) -> list[int | None]:
+    """Per row, the number of its connected component when rows sharing any key are joined (None: no key)."""
+    parent = list(range(len(keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, row_keys in enumerate(keys):
+        for k in row_keys:
+            j = first.setdefault(k, i)
+            parent[find(i)] = find(j)
+    return [find(i) if row_keys else None for i, row_keys in enumerate(keys)]
 
 
 def _scan_files(folder: Path) -> list[Path]:

@@ -146,15 +146,40 @@ def test_folds_without_patient_keys_go_whole_to_one_split(tmp_path):
 
 
 def test_folds_with_patient_groups_split_by_patient(tmp_path):
-    """A manifest that names each row's patient (a group column) beside its fold: split by patient as before."""
-    rows = [dict(r, group=f"p{r['id']}") for r in _figshare_subset(folds=("1", "2", "3", "4"), per_class=3)]
-    manifest = _write_csv(tmp_path / "fig.csv", rows, FIG, ["id", "image", "mask", "label", "fold", "group"])
+    """A manifest that names each row's patient (a patient column) beside its fold: split by patient as
+    before. A duplicate-set column is no patient boundary: the folds are still kept whole."""
+    rows = [dict(r, patient=f"p{r['id']}") for r in _figshare_subset(folds=("1", "2", "3", "4"), per_class=3)]
+    manifest = _write_csv(tmp_path / "fig.csv", rows, FIG, ["id", "image", "mask", "label", "fold", "patient"])
     report = build_cache([manifest], tmp_path / "cache", config=CFG, workers=1,
                          split=SplitConfig(val_fraction=0.25, test_fraction=0.25))
     cache = DatasetCache.open(tmp_path / "cache")
     assert report.duplicates["folds_kept_whole"] == {}
     assert len({(str(f), str(s)) for f, s in zip(cache.folds, cache.splits)}) > 4  # folds span splits
     assert all(len(s) == 1 for s in _split_of_groups(cache).values())
+
+    dup_rows = [{k: v for k, v in r.items() if k != "patient"} | {"duplicate_group": f"d{r['id']}"} for r in rows]
+    manifest = _write_csv(tmp_path / "dup.csv", dup_rows, FIG, ["id", "image", "mask", "label", "fold",
+                                                                 "duplicate_group"])
+    report = build_cache([manifest], tmp_path / "cache-dup", config=CFG, workers=1,
+                         split=SplitConfig(val_fraction=0.25, test_fraction=0.25))
+    cache = DatasetCache.open(tmp_path / "cache-dup")
+    assert report.duplicates["folds_kept_whole"]
+    assert len({(str(f), str(s)) for f, s in zip(cache.folds, cache.splits)}) == 4  # each fold in one split
+
+
+def test_every_group_column_joins_rows(tmp_path):
+    """A patient column and a duplicate-set column together: rows sharing either are one group (only the
+    first column was used, so a patient's slices in different duplicate sets could land in different splits)."""
+    from neuralscan_cli.data.sources import discover
+
+    rows = _figshare_subset(folds=("1",), per_class=2)[:4]
+    table = [dict(r, patient=p, duplicate_group=d) for r, p, d in zip(rows, ["A", "A", "B", "C"], ["x", "y", "y", "z"])]
+    manifest = _write_csv(tmp_path / "m.csv", table, FIG, ["id", "image", "mask", "label", "fold", "patient",
+                                                            "duplicate_group"])
+    items, _ = discover(manifest)
+    groups = [it.group for it in items]
+    assert groups[0] == groups[1] == groups[2] != groups[3]  # A-x, A-y, B-y joined; C-z alone
+    assert all(it.patient_given for it in items)
 
 
 def test_whole_fold_splits_keep_unfolded_items_out():

@@ -166,6 +166,15 @@ def test_near_duplicate_pairs_finds_noisy_copy_and_mirror():
     assert (0, 2) in no_flip and (0, 3) not in no_flip
 
 
+def test_near_duplicate_pairs_finds_up_down_flips_and_half_turns():
+    """Br35H holds copies flipped up-down and turned 180 degrees, not only mirrored left-right."""
+    img = _field(1)
+    thumbs = np.stack([thumbnail(x) for x in (img, img[::-1, :].copy(), img[::-1, ::-1].copy(), _field(2))])
+    pairs = {tuple(p) for p in near_duplicate_pairs(thumbs, 0.95).tolist()}
+    assert {(0, 1), (0, 2), (1, 2)} <= pairs and not any(3 in p for p in pairs)
+    assert not {(0, 1), (0, 2)} & {tuple(p) for p in near_duplicate_pairs(thumbs, 0.95, flips=False).tolist()}
+
+
 def test_near_duplicate_pairs_blocked_equals_unblocked():
     imgs = [_field(s, 64) for s in range(12)]
     imgs += [np.clip(imgs[k] + 0.01 * _field(100 + k, 64), 0, 1) for k in (0, 5, 11)]
