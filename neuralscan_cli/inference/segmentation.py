@@ -85,9 +85,9 @@ def _walk_files(folder: str, exclude: str | None) -> Iterator[str]:
     """Entries under `folder`, recursively, in the order `sorted(Path(folder).rglob("*"))` gives (a Path sorts
     by its parts: siblings by name, files and folders alike), as plain strings: a Path object costs ~0.5 KB,
     which over an archive of files listed up front would grow `classify`'s memory with the number of files.
-    Like rglob, symlinked folders are not entered (they are yielded, and then counted as not scans, as are
-    broken links); a folder that cannot be listed is yielded itself, so it fails as one bad entry instead of
-    vanishing; hidden files and anything under `exclude` are left out."""
+    Like rglob, symlinked folders are not entered (they are yielded, and then counted as not scans); a folder
+    that cannot be listed is yielded itself, so it fails as one bad entry instead of vanishing; hidden files
+    and folders, `lost+found` and anything under `exclude` are left out."""
     try:
         with os.scandir(folder) as it:
             items = sorted(it, key=lambda e: e.name)
@@ -97,10 +97,12 @@ def _walk_files(folder: str, exclude: str | None) -> Iterator[str]:
     for e in items:
         if exclude is not None and (e.path == exclude or e.path.startswith(exclude + os.sep)):
             continue
+        if e.name.startswith(".") or e.name == "lost+found":  # hidden entries, a file system's own folder
+            continue
         try:
             if e.is_dir(follow_symlinks=False):
                 yield from _walk_files(e.path, exclude)
-            elif not e.name.startswith("."):
+            else:
                 yield e.path
         except OSError:
             yield e.path
@@ -376,6 +378,7 @@ class ErrorsFile:
         if self.path.is_file():
             with open(self.path, newline="", encoding="utf-8", errors="replace") as fh:
                 self.earlier = [r for r in list(csv.reader(fh))[1:] if r]
+        self._earlier_paths = {r[0] for r in self.earlier}
         self.attempted: set[str] = set()
         self.new: list[list[str]] = []
         self._fh = open(self.path, "w", newline="", encoding="utf-8")
@@ -385,13 +388,14 @@ class ErrorsFile:
         self._fh.flush()
 
     def failed(self, path: str, message: str) -> None:
-        self.attempted.add(path)
+        self.tried(path)
         self.new.append([path, message])
         self._writer.writerow([path, message])
         self._fh.flush()
 
     def tried(self, path: str) -> None:
-        self.attempted.add(path)
+        if path in self._earlier_paths:  # only those matter at close: memory stays flat over an archive
+            self.attempted.add(path)
 
     def close(self) -> None:
         if self._fh.closed:

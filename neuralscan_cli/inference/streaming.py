@@ -432,8 +432,8 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         if seg_dir.exists() and not seg_dir.is_dir():
             raise NeuralScanError(f"{seg_dir}: exists and is not a folder")
     files, root, ignored = find_scans(paths, exclude=seg_dir)
-    inputs = {str(Path(p).resolve()) for p in paths} | set(files)
-    if str(out.resolve()) in inputs:
+    out_path = str(out.resolve())
+    if out_path in files or any(out_path == str(Path(p).resolve()) for p in paths):
         raise NeuralScanError(f"{out}: is one of the inputs; --out names the results file to write")
     if runner is None:
         bundle, runner = load_classifier(model, engine)

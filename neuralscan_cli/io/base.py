@@ -128,8 +128,8 @@ def is_scan_file(path: str | Path) -> bool:
         if not path.is_file():
             return False
         head = _read_head(path)
-    except PermissionError:  # maybe a scan (DICOM without extension): tried, and reported, not ignored
-        return True
+    except PermissionError:  # with no extension maybe a scan (DICOM from a PACS): tried, and reported
+        return "." not in name
     except OSError:
         return False
     return any(r.sniff(head) for r in _READERS)
