@@ -63,9 +63,6 @@ def evaluate(
             tumour_gate = load_gate(bundle, gate)
         images01, labels, masks, records, data_kind, n_skipped = _load_data(data, bundle, split)
         out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the inference
-        from ..evaluation.report import clear_earlier_report
-
-        clear_earlier_report(out)
         context = {"model": bundle.name, "bundle": str(bundle.root), "engine": runner.engine, "data": str(data),
                    "data_kind": data_kind, "split": (split or "val") if data_kind == "cache" else "all"}
         if n_skipped:  # the report says what it does not cover, not only the screen
@@ -284,7 +281,7 @@ def _evaluate_segmenter(runner, images01, masks, records, out: Path, context: di
     context["threshold"] = threshold
     context["min_component"] = min_component
     probs = postprocess_masks(probs, threshold, bundle.min_component_pixels(min_component)).astype(np.float32)
-    context["gate"] = "none"
+    context["gate"] = None  # null in metrics.json; report.md and the screen say "none"
     if tumour_gate is not None:
         absent = tumour_gate.absent(images01, batch_size=batch_size)
         probs[absent] = 0.0
@@ -301,7 +298,7 @@ def _print_segmentation(m: dict, context: dict) -> None:
     console.print(f"[bold]{context['model']}[/] on {context['data']} ({context['data_kind']}, split "
                   f"{context['split']}): {m['n']} images ({m['n_tumor']} with tumour), engine {context['engine']}, "
                   f"{context['images_per_second']:.0f} img/s", highlight=False, soft_wrap=True)
-    gate = f"gated by {context['gate']}" if context["gate"] != "none" else "no gate"
+    gate = f"gated by {context['gate']}" if context["gate"] else "no gate"
     console.print(f"threshold {context['threshold']:g}, smallest blob kept {context['min_component']:g} of the image, "
                   f"{gate}", highlight=False, soft_wrap=True)
     table = Table(title_justify="left")

@@ -26,8 +26,11 @@ GRADCAM_DIR = "gradcam"
 
 def clear_earlier_report(out_dir: str | Path) -> None:
     """Remove the figures an earlier evaluation wrote into `out_dir` (a rerun into the same folder must not
-    leave old Grad-CAM or worst-case images beside a report that no longer names them); other files stay."""
+    leave old Grad-CAM or worst-case images beside a report that no longer names them); other files stay.
+    Called when the new report is about to be written, and only where an evaluation's metrics.json is."""
     out_dir = Path(out_dir)
+    if not (out_dir / "metrics.json").is_file():
+        return
     for name in (CONFUSION_PNG, ROC_PNG, RELIABILITY_PNG):
         (out_dir / name).unlink(missing_ok=True)
     for sub in (WORST_DIR, GRADCAM_DIR):
@@ -95,8 +98,15 @@ def _ci(ci) -> str:
     return f" ({ci[0]:.3f} to {ci[1]:.3f})" if ci and ci[0] is not None else ""
 
 
+def _md_link(caption: str, rel: str, image: bool) -> str:
+    """A Markdown link or image that survives spaces and brackets in file names ("Y1 (2).jpg")."""
+    caption = caption.replace("[", "(").replace("]", ")")
+    return f"![{caption}](<{rel}>)" if image else f"- [{caption}](<{rel}>)"
+
+
 def _context_lines(context: dict | None) -> list[str]:
-    return [f"- {k}: {v}" for k, v in (context or {}).items() if v not in (None, "")]
+    shown = {k: ("none" if k == "gate" and v is None else v) for k, v in (context or {}).items()}
+    return [f"- {k}: {v}" for k, v in shown.items() if v not in (None, "")]
 
 
 def write_report_md(path: str | Path, title: str, metrics: dict, figures: dict[str, str],
@@ -145,7 +155,7 @@ def write_report_md(path: str | Path, title: str, metrics: dict, figures: dict[s
     if figures:
         lines += ["", "## Figures", ""]
         for caption, rel in figures.items():
-            lines.append(f"![{caption}]({rel})" if rel.endswith(".png") else f"- [{caption}]({rel})")
+            lines.append(_md_link(caption, rel, image=rel.endswith(".png")))
     lines += ["", "Per-image results: [predictions.csv](predictions.csv); all numbers: [metrics.json](metrics.json).",
               ""]
     path.write_text("\n".join(lines))
@@ -155,7 +165,7 @@ def write_report_md(path: str | Path, title: str, metrics: dict, figures: dict[s
 def append_report_figures(path: str | Path, heading: str, figures: dict[str, str], note: str = "") -> None:
     """Add a section of figures (caption -> path relative to the report) to an existing report.md."""
     lines = ["", f"## {heading}", "", *([note, ""] if note else [])]
-    lines += [f"![{caption}]({rel})" for caption, rel in figures.items()]
+    lines += [_md_link(caption, rel, image=True) for caption, rel in figures.items()]
     with open(path, "a") as fh:
         fh.write("\n".join(lines) + "\n")
 
@@ -167,6 +177,7 @@ def classification_report(out_dir: str | Path, y_true, probs, classes: Sequence[
     `partial`: `partial_label_metrics` of images with a partial label, reported beside the rest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_earlier_report(out_dir)
     classes = list(classes)
     metrics = classification_metrics(y_true, probs, classes, groups=groups, n_boot=n_boot, seed=seed)
     if partial:
@@ -194,6 +205,7 @@ def segmentation_report(out_dir: str | Path, images01, masks_true, probs, record
     """Compute the segmentation metrics and write metrics.json, predictions.csv, worst-case overlays, report.md."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_earlier_report(out_dir)
     cases = segmentation_per_case(masks_true, probs, spacing, threshold)
     labels = [r.get("label", "") for r in records]
     metrics = segmentation_metrics(masks_true, probs, labels=labels, cases=cases, threshold=threshold)

@@ -120,7 +120,7 @@ def test_evaluate_classifier_on_cache_and_raw_data_agree(work):
     gradcams = sorted((out_cache / "gradcam").glob("*.png"))
     assert len(gradcams) == 3
     report = (out_cache / "report.md").read_text()  # the report links every Grad-CAM image written
-    assert all(f"(gradcam/{p.name})" in report for p in gradcams)
+    assert all(f"(<gradcam/{p.name}>)" in report for p in gradcams)
     # a rerun into the same folder with fewer images leaves no stale ones beside the new report
     (out_cache / "notes.txt").write_text("mine")
     r = _run(work["classifier"], work["cache"], "--split", "all", "--engine", "keras", "--out", out_cache,
