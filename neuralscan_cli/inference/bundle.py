@@ -182,14 +182,15 @@ def load_bundle(spec: str | Path) -> ModelBundle:
 def _check_named_file(bundle: ModelBundle, path: Path) -> None:
     """A file named as the model must be one the bundle lists: any other (a checkpoint, history.csv) would
     silently be replaced by the bundle's own model."""
+    # the files an engine runs (model.keras, an IR's .xml/.bin) pick that engine; anything else (a checkpoint,
+    # an ensemble member's weights, history.csv) would run the bundle's default model instead
+    files = bundle.meta.get("files") or {}
+    models = [files[k] for k in ("openvino_int8", "openvino_fp32", "keras", "keras_weights")
+              if isinstance(files.get(k), str)]
     listed = [bundle.root / "model.json"]
-    for rel in (bundle.meta.get("files") or {}).values():
-        for r in (rel if isinstance(rel, list) else [rel]):
-            if isinstance(r, str):
-                listed += [bundle.root / r, (bundle.root / r).with_suffix(".bin")] if r.endswith(".xml") else \
-                          [bundle.root / r]
+    for r in models:
+        listed += [bundle.root / r, (bundle.root / r).with_suffix(".bin")] if r.endswith(".xml") else [bundle.root / r]
     if path.resolve() not in {f.resolve() for f in listed}:
-        models = [r for r in (bundle.meta.get("files") or {}).values() if isinstance(r, str)]
         raise BundleError(f"{path}: not a model file of the bundle {bundle.root} (its models: "
                           f"{', '.join(models) or 'none'}); name the bundle folder or one of those (a checkpoint "
                           f"becomes a bundle with `train --resume --epochs N`)")

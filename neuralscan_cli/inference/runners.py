@@ -227,6 +227,9 @@ def engine_of_file(bundle: ModelBundle, path: str | Path) -> str | None:
         f = bundle.path_of(engine.replace("-", "_"))
         if f is not None and f.resolve() in (path, path.with_suffix(".xml")):
             return engine
+    weights = bundle.path_of("keras_weights")  # the Keras model's portable weights: the Keras engine
+    if weights is not None and weights.resolve() == path and bundle.has_keras:
+        return "keras"
     return None
 
 

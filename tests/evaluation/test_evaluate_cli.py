@@ -177,6 +177,14 @@ def test_bad_inputs_give_one_line_errors(work):
     shutil.copyfile(mismatched / "model.keras", mismatched / "checkpoints" / "last.keras")
     _assert_one_line_error(_run(mismatched / "checkpoints" / "last.keras", work["cache"], "--out", tmp / "o9"),
                            "not a model file of the bundle")
+    # an ensemble member's weights would run the whole ensemble: refused too
+    (mismatched / "members" / "member1").mkdir(parents=True)
+    (mismatched / "members" / "member1" / "model.weights.h5").write_bytes(b"w")
+    meta = json.loads((mismatched / "model.json").read_text())
+    meta["files"]["keras_members"] = ["members/member1/model.weights.h5"]
+    (mismatched / "model.json").write_text(json.dumps(meta))
+    _assert_one_line_error(_run(mismatched / "members" / "member1" / "model.weights.h5", work["cache"], "--out",
+                                tmp / "o9"), "not a model file of the bundle")
 
     empty = tmp / "empty"
     empty.mkdir()
