@@ -139,8 +139,8 @@ def _json_default(o):
 class _Output:
     """The results file (CSV or JSON lines), resumable."""
 
-    def __init__(self, path: Path, fmt: str, cols: list[str], model_tag: str):
-        self.path, self.fmt, self.cols, self.model_tag = path, fmt, cols, model_tag
+    def __init__(self, path: Path, fmt: str, cols: list[str], model_tag: str, legacy_ok: bool = False):
+        self.path, self.fmt, self.cols, self.model_tag, self.legacy_ok = path, fmt, cols, model_tag, legacy_ok
         self.done_path, self.errors_path = sidecar_paths(path)
         self.fh = self.done_fh = None
 
@@ -215,7 +215,8 @@ class _Output:
             listed = {ln for ln in self.done_path.read_text(encoding="utf-8").splitlines() if ln}
         in_file, unfinished = set(), False
         for row in self._read_rows():
-            if row.get("model") != self.model_tag:
+            # rows written before the segmenter joined the tag (classifier only) resume as the same run
+            if row.get("model") not in (self.model_tag, self.model_tag.split("+")[0] if self.legacy_ok else None):
                 raise NeuralScanError(f"{self.path}: holds results of model {row.get('model')}, not "
                                       f"{self.model_tag}; use the same model to resume, --overwrite or another --out")
             in_file.add(row["path"])
@@ -453,7 +454,9 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
         raise NeuralScanError(f"batch size must be at least 1, got {batch_size}")
     workers = int(workers or min(4, os.cpu_count() or 1))
 
-    output = _Output(out, fmt, cols, tag)
+    # with segmentation columns, a row tagged with the classifier alone comes from before the segmenter joined
+    # the tag (2026-11-28): the same run, not another model's
+    output = _Output(out, fmt, cols, tag, legacy_ok=seg_runner is not None)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = output.prepare(overwrite)
     earlier = earlier_failures(output.errors_path)

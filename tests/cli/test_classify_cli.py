@@ -212,6 +212,11 @@ def test_with_segmentation_adds_measurements_and_masks(work, tmp_path):
     assert {row["model"] for row in rows} == {"tiny-classifier:openvino-int8+tiny-seg:keras"}
     _assert_one_line_error(_run(scans, "--out", out, "--model", work["exported"], "--with-segmentation"), 2,
                            "use the same model to resume")
+    # a file from before the segmenter joined the tag (classifier tag only) still resumes
+    text = out.read_text().replace("tiny-classifier:openvino-int8+tiny-seg:keras", "tiny-classifier:openvino-int8")
+    out.write_text(text)
+    r = _run(scans, "--out", out, "--model", work["exported"], "--with-segmentation", "--segmenter", seg)
+    assert r.exit_code == 0, r.output
 
 
 def test_user_mistakes_are_one_line_errors(work, tmp_path):
