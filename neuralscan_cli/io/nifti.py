@@ -53,20 +53,23 @@ def _load(path: Path):
 _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}  # NIfTI xyzt_units; 'unknown' is taken as mm
 
 
-def _zero_pixdim(path: Path) -> bool:
-    """Whether the file's own header gives a voxel size of 0 (nibabel replaces those with 1 when loading)."""
+def _zero_pixdim(path: Path, axes: list[int]) -> bool:
+    """Whether the file's own header gives a voxel size of 0 along any of the stored `axes` (0-2; nibabel
+    replaces those with 1 when loading)."""
     import gzip
-    import io
 
     import nibabel as nib
 
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rb") as fh:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"  # by content: extension-less files are read by content too
+        with (gzip.open if gz else open)(path, "rb") as fh:
             head = fh.read(540)
-        header_class = nib.Nifti2Header if head[4:8] == _NIFTI2_MAGIC else nib.Nifti1Header
-        header = header_class.from_fileobj(io.BytesIO(head), check=False)
-        return bool(np.any(np.asarray(header["pixdim"][1:4], dtype=float) <= 0))
+        nifti2 = head[4:8] == _NIFTI2_MAGIC
+        header_class = nib.Nifti2Header if nifti2 else nib.Nifti1Header
+        header = header_class(binaryblock=head[:540 if nifti2 else 348], check=False)  # extensions not read
+        pixdim = np.asarray(header["pixdim"], dtype=float)
+        return bool(np.any(pixdim[[a + 1 for a in axes]] <= 0))
     except Exception:  # noqa: BLE001 -- unreadable here means nibabel read it some other way: keep its spacing
         return False
 
@@ -127,7 +130,9 @@ class NiftiReader(ScanReader):
         voxel_sizes = nib.affines.voxel_sizes(affine) * _MM_PER_UNIT.get(image.header.get_xyzt_units()[0], 1.0)
         spacing = (float(voxel_sizes[in_plane[0]]), float(voxel_sizes[in_plane[1]]))
         oriented = _has_orientation(image)
-        if not oriented and _zero_pixdim(path):
+        # in-plane axes as stored (with no orientation the canonical axes are the stored ones, as nibabel
+        # orients such a file by pixdim alone)
+        if not oriented and _zero_pixdim(path, in_plane):
             spacing = None  # no voxel size in the file: nibabel's stand-in 1 mm would invent millimetres
 
         indices = middle_indices(volume_shape[axis], middle)

@@ -664,3 +664,13 @@ def test_nifti_units_and_missing_orientation_or_spacing(tmp_path):
     bare.header["pixdim"][1:4] = [0, 0, 0]
     nib.save(bare, tmp_path / "no-spacing.nii")
     assert read_scan(tmp_path / "no-spacing.nii")[0].spacing is None
+    bare.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"a comment"))  # header extensions follow
+    nib.save(bare, tmp_path / "no-spacing-ext.nii.gz")
+    assert read_scan(tmp_path / "no-spacing-ext.nii.gz")[0].spacing is None
+    # only the in-plane sizes matter: a 2-D image with no slice thickness keeps its pixel spacing
+    flat = nib.Nifti1Image(VOLUME[:, :, 0], None)
+    flat.header.set_qform(None, code=0)
+    flat.header.set_sform(None, code=0)
+    flat.header["pixdim"][1:4] = [0.7, 0.7, 0]
+    nib.save(flat, tmp_path / "flat.nii")
+    assert read_scan(tmp_path / "flat.nii")[0].spacing == pytest.approx((0.7, 0.7))
