@@ -203,11 +203,25 @@ def _load(path: str | Path, bundle: ModelBundle, split: str | None, *, limit: in
     return _from_raw(path, bundle, limit=limit, need_truth=need_truth, on_warning=on_warning)
 
 
-def _training_data(bundle: ModelBundle) -> tuple[Path | None, str, str]:
-    """(the training cache recorded in model.json if it is still on disk, train split name, val split name)."""
+def _training_data(bundle: ModelBundle, on_warning=None) -> tuple[Path | None, str, str]:
+    """(the training cache recorded in model.json if it is still on disk and still preprocessed as the model
+    expects, train split name, val split name)."""
     data = (bundle.meta.get("training") or {}).get("data") or {}
     cache = data.get("cache")
     path = Path(cache) if cache and _is_cache(cache) else None
+    if path is not None:
+        from ..data import DatasetCache
+        from ..inference.runners import preprocessing_differences
+
+        try:
+            diffs = preprocessing_differences(DatasetCache.open(path).preprocessing, bundle.preprocessing)
+        except Exception:  # noqa: BLE001 -- an unreadable cache is as good as none
+            diffs = ["unreadable"]
+        if diffs:  # rebuilt since: its images are not the ones the model saw
+            if on_warning:
+                on_warning(f"the training cache {path} recorded in model.json was rebuilt with other settings "
+                           f"({'; '.join(diffs)}); it is not used")
+            path = None
     return path, data.get("train_split") or "train", data.get("val_split") or "val"
 
 
@@ -417,7 +431,7 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
     report = ExportReport(out_dir=out_dir, model=bundle.name, task=bundle.task, int8_requested=int8)
 
     # --- the data, all checked before anything is written
-    train_cache, train_split, val_split = _training_data(bundle)
+    train_cache, train_split, val_split = _training_data(bundle, on_warning)
     calib = val = None
     if int8:
         if calibration is not None:
@@ -428,8 +442,9 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
                           on_warning=on_warning)
         else:
             recorded = ((bundle.meta.get("training") or {}).get("data") or {}).get("cache")
-            where = f"its training cache {recorded} is not on this machine" if recorded else \
-                "model.json records no training cache"
+            where = ("model.json records no training cache" if not recorded else
+                     f"its training cache {recorded} was rebuilt with other settings" if _is_cache(recorded) else
+                     f"its training cache {recorded} is not on this machine")
             raise NeuralScanError(f"INT8 needs calibration images and {where}; give --calibration DATA "
                                   f"(a preprocess cache or a folder of scans)")
     if validation is not None:

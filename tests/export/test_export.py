@@ -294,3 +294,23 @@ def test_int8_keeps_channel_attention_mlps_fp32(work, tmp_path, attention):
     assert head and all(reads_int8(op) for op in head)  # the rule is the attention MLPs, not every dense layer
     kept = json.loads((tmp_path / "out" / "model.json").read_text())["export"]["quantization"]["kept_fp32"]
     assert kept and all("_att_" in name for name in kept)
+
+
+def test_a_rebuilt_training_cache_is_not_used_and_said(work, tmp_path):
+    """The training cache recorded in model.json, rebuilt since with other settings, must neither calibrate
+    nor check INT8 (its images are not the model's) nor stop an FP32 export."""
+    import shutil
+
+    clahe = tmp_path / "rebuilt"
+    build_cache([SAMPLES], clahe, config=PreprocessConfig(size=SIZE, clahe=True), classes=CLASSES,
+                split=SplitConfig(val_fraction=0.5, test_fraction=0), workers=1)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(work["keras_bundle"], bundle)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["training"]["data"]["cache"] = str(clahe)
+    (bundle / "model.json").write_text(json.dumps(meta))
+    r = cli.invoke(app, ["export", str(bundle), "--out", str(tmp_path / "fp32")])
+    assert r.exit_code == 0, r.output
+    assert "rebuilt with other settings" in " ".join(r.output.split())
+    _assert_one_line_error(cli.invoke(app, ["export", str(bundle), "--out", str(tmp_path / "int8"), "--int8"]), 2,
+                           "was rebuilt with other settings", "--calibration")
