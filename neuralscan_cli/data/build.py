@@ -67,21 +67,28 @@ def _item_key(item: SourceItem, cfg: dict, axis: int, middle: int | None) -> str
     return hashlib.blake2b("|".join(parts).encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    pix = read_scan(path)[0].pixels
-    return (pix > 0.5 * pix.max()).astype(np.uint8) if pix.max() > 0 else np.zeros(pix.shape, np.uint8)
+def _read_masks(path: Path, axis: int, middle: int | None) -> list[np.ndarray]:
+    """The mask file's slices, read as the image is (same axis and middle slices), each as 0/1: a mask volume
+    gives each image slice its own mask (all of them took the first slice's)."""
+    slices = read_scan(path, axis=axis, middle=middle)
+    top = max(float(s.pixels.max()) for s in slices)
+    return [(s.pixels > 0.5 * top).astype(np.uint8) if top > 0 else np.zeros(s.pixels.shape, np.uint8)
+            for s in slices]
 
 
 def process_file(item: SourceItem, cfg: PreprocessConfig, axis: int = 2, middle: int | None = None):
     """Read and preprocess every slice of one file. Returns (images u8, masks u8, has_mask, thumbs, metas)."""
     slices = read_scan(item.path, axis=axis, middle=middle)
-    given_mask = _read_mask(item.mask_path) if item.mask_path is not None else None
+    given_masks = _read_masks(item.mask_path, axis, middle) if item.mask_path is not None else None
+    if given_masks is not None and len(given_masks) not in (1, len(slices)):
+        raise ScanReadError(f"{item.mask_path}: mask has {len(given_masks)} slices but the image "
+                            f"{len(slices)}")
     digest = hashlib.blake2b(item.path.read_bytes(), digest_size=12)
     if item.mask_path is not None:
         digest.update(item.mask_path.read_bytes())
     images, masks, has_mask, thumbs, metas = [], [], [], [], []
-    for s in slices:
-        mask = given_mask if given_mask is not None else (
+    for k, s in enumerate(slices):
+        mask = given_masks[k if len(given_masks) > 1 else 0] if given_masks is not None else (
             (s.mask > 0).astype(np.uint8) if s.mask is not None else None)
         if mask is not None and mask.shape != s.pixels.shape:
             raise ScanReadError(f"{item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but the image "
