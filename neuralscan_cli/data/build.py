@@ -159,8 +159,14 @@ def _rows_from_cache(prev: DatasetCache, rows: list[int]):
     return images, masks, has_mask, thumbs, metas
 
 
-def _check_replacing(out: Path, sources, config: PreprocessConfig, axis: int, middle: int | None) -> None:
-    """BuildError when `out` holds a cache made from other sources or with other preprocessing."""
+DEDUP_FLIPS = "left-right, up-down, half turn"  # what near_duplicate_pairs matches besides the image itself
+
+
+def _check_replacing(out: Path, sources, config: PreprocessConfig, axis: int, middle: int | None,
+                     split: SplitConfig | None = None, classes: list[str] | None = None,
+                     dedup_threshold: float | None = None) -> None:
+    """BuildError when `out` holds a cache made from other sources, with other preprocessing, or split
+    otherwise (a re-split moves images models were validated on into training)."""
     info_path = out / "dataset.json"
     if not info_path.is_file():
         return
@@ -178,6 +184,17 @@ def _check_replacing(out: Path, sources, config: PreprocessConfig, axis: int, mi
     old_read = info.get("read_options") or {}
     if old_read and (old_read.get("axis"), old_read.get("middle")) != (axis, middle):
         changed.append("other slicing (--axis/--middle)")
+    old_split = info.get("split") or {}
+    if split is not None and old_split:
+        changed += [f"{k} {old_split.get(k)} -> {v}" for k, v in split.to_dict().items()
+                    if k in old_split and old_split[k] != v]
+    if classes and info.get("classes") and list(classes) != list(info["classes"]):
+        changed.append(f"classes {','.join(info['classes'])} -> {','.join(classes)}")
+    if info.get("duplicates") and (info["duplicates"].get("flips") or "") != DEDUP_FLIPS:
+        changed.append("an older near-duplicate search (mirror only: up-down flips went unmatched)")
+    old_threshold = (info.get("duplicates") or {}).get("threshold")
+    if dedup_threshold is not None and old_threshold is not None and float(old_threshold) != float(dedup_threshold):
+        changed.append(f"dedup threshold {old_threshold} -> {dedup_threshold}")
     if changed:
         raise BuildError(f"{out} holds a cache built with {', '.join(changed)}; models trained on it would no "
                          f"longer match: use --overwrite to replace it, or another folder")
@@ -194,7 +211,7 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
     t0 = time.perf_counter()
     out = Path(out)
     if not overwrite:
-        _check_replacing(out, sources, config, axis, middle)
+        _check_replacing(out, sources, config, axis, middle, split, classes, dedup_threshold)
     report = BuildReport(out=str(out))
     items: list[SourceItem] = []
     for src in sources:
@@ -202,6 +219,16 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
         items += found
         report.errors += problems
     if classes:
+        import difflib
+
+        # a class no scan has is allowed (a cache keeps a model's class order), but one that looks like a typo
+        # of a label that is there is a stop, not a class of 0 images beside the real one left out
+        found = sorted({it.label for it in items if it.label})
+        typos = {c: difflib.get_close_matches(c, found, n=1, cutoff=0.85) for c in classes if c not in found}
+        typos = {c: m[0] for c, m in typos.items() if m and m[0] not in classes}
+        if typos:
+            raise BuildError("--classes: " + ", ".join(f"{c} (did you mean {m}?)" for c, m in typos.items())
+                             + f"; labels found: {', '.join(found)}")
         wanted = set(classes)
         kept = [it for it in items if it.label is None or it.label in wanted]
         report.n_excluded = len(items) - len(kept)
@@ -317,6 +344,7 @@ def build_cache(sources: list[str | Path], out: str | Path, *, config: Preproces
         "images_in_duplicate_sets": int(len(np.unique(pairs))) if len(pairs) else 0,
         "groups": int(len(group_sizes)), "largest_group": int(max(group_sizes.values())),
         "groups_moved_to_one_split": moved, "naive_image_split": leaks, "threshold": dedup_threshold,
+        "flips": DEDUP_FLIPS,
         "folds_kept_whole": fold_split or {},
     }
     for s in SPLITS:

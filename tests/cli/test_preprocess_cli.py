@@ -167,3 +167,19 @@ def test_a_fold_the_sources_do_not_have_is_a_one_line_error(tmp_path):
     _assert_one_line_error(r)
     assert "no fold 9" in r.stderr
     assert not (tmp_path / "cache" / "dataset.json").exists()
+
+
+def test_a_rerun_that_would_split_otherwise_or_a_class_typo_is_refused(tmp_path):
+    """A rerun with other folds, fractions, seed or classes would move validation images into training under
+    models already validated on them: refused without --overwrite. A --classes typo is refused outright."""
+    out = tmp_path / "cache"
+    assert _run(SAMPLES, out, *FAST).exit_code == 0
+    for args, said in ((["--val-fraction", "0.3"], "val_fraction"), (["--seed", "7"], "seed"),
+                       (["--classes", "glioma,meningioma"], "classes"), (["--dedup-threshold", "0.9"], "dedup")):
+        r = _run(SAMPLES, out, *FAST, *args)
+        _assert_one_line_error(r)
+        assert said in r.output and "--overwrite" in r.output, r.output
+    assert _run(SAMPLES, out, *FAST, "--seed", "7", "--overwrite").exit_code == 0
+    r = _run(SAMPLES, tmp_path / "typo", *FAST, "--classes", "glioma,menigioma")
+    _assert_one_line_error(r)
+    assert "menigioma (did you mean meningioma?)" in r.output and not (tmp_path / "typo").exists()
