@@ -142,6 +142,11 @@ def group_cv_splits(y: np.ndarray, groups: np.ndarray, folds: np.ndarray | None 
     else:
         from sklearn.model_selection import StratifiedGroupKFold
 
+        if (folds != "").any():
+            # some items have a fold, some not (figshare beside Br35H): a fold is the patient boundary of its
+            # items (figshare's PNGs carry no patient ids), so each fold is one group here; the rest keep theirs
+            groups = np.where(folds != "", np.char.add("fold ", folds), np.char.add("group ", groups.astype(str)))
+            info["folds_as_groups"] = sorted(set(folds[folds != ""].tolist()))
         n_groups = len(np.unique(groups))
         min_class_groups = min(len(np.unique(groups[y == c])) for c in np.unique(y))
         k = min(n_splits, n_groups, max(2, min_class_groups))
@@ -149,7 +154,7 @@ def group_cv_splits(y: np.ndarray, groups: np.ndarray, folds: np.ndarray | None 
             raise BaselineError(f"cross-validation needs at least 2 groups per class (found {n_groups} groups)")
         cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         splits = [(tr, te) for tr, te in cv.split(np.zeros(n), y, groups)]
-        info = {"kind": "StratifiedGroupKFold", "n_splits": k, "seed": seed}
+        info |= {"kind": "StratifiedGroupKFold", "n_splits": k, "seed": seed}
     splits = [(tr, te) for tr, te in splits if len(tr) and len(te)]
     if len(splits) < 2:
         raise BaselineError("cross-validation needs at least two non-empty folds")

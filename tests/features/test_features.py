@@ -125,6 +125,20 @@ def test_stratified_group_kfold_without_folds():
         assert not set(groups[tr]) & set(groups[te])
 
 
+def test_a_fold_missing_on_some_items_still_keeps_each_fold_on_one_side():
+    """figshare (folds, no patient ids) beside Br35H (no folds): each fold is one patient boundary, so no fold
+    may be split between training and test (the folds were dropped and near-per-image groups used)."""
+    rng = np.random.default_rng(2)
+    n = 400
+    groups = np.arange(n)  # near-duplicate groups of one image each, as figshare's PNGs mostly give
+    y = rng.integers(0, 3, n)
+    folds = np.array([str(1 + k % 4) if k < 300 else "" for k in range(n)])
+    splits, info = group_cv_splits(y, groups, folds, n_splits=5)
+    assert info["kind"] == "StratifiedGroupKFold" and info["folds_as_groups"] == ["1", "2", "3", "4"]
+    for tr, te in splits:
+        assert not set(folds[tr][folds[tr] != ""]) & set(folds[te][folds[te] != ""])
+
+
 def test_leak_is_caught():
     groups = np.array([0, 0, 1, 1, 2, 2])
     with pytest.raises(GroupLeakError):
