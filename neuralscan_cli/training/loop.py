@@ -230,6 +230,43 @@ def _build_model(cfg: dict, num_classes: int):
         raise TrainError(str(exc)) from None
 
 
+# what a resumed run may change: how long it runs and how the machine runs it; anything else (model, data,
+# optimiser, schedule, loss, augmentation, precision) would make one run out of two and record only the second
+RESUME_MAY_CHANGE = {"out", "train.epochs", "train.patience", "runtime.intra_op_threads",
+                     "runtime.inter_op_threads", "runtime.itex"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key not in ("model.options", "data.partial_labels"):
+            out |= _flat(v, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
+def _check_resume_settings(cfg: dict, saved_path: Path) -> None:
+    """TrainError naming every setting a resume would change that the run's checkpoint depends on."""
+    from .config import load_config
+
+    if not saved_path.is_file():
+        return
+    saved = _flat(load_config(saved_path))
+    now = _flat(cfg)
+    if now.get("data.cache") and saved.get("data.cache"):  # the same cache named by another path is the same
+        now["data.cache"] = str(Path(now["data.cache"]).resolve())
+        saved["data.cache"] = str(Path(saved["data.cache"]).resolve())
+    if saved.get("model.input_size") is not None and now.get("model.input_size") is None:
+        now["model.input_size"] = saved["model.input_size"]  # resolved from the cache when the run began
+    changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+               if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k)]
+    if changed:
+        raise TrainError(f"--resume continues the run as it was set up; it would change {'; '.join(changed[:4])}"
+                         f"{' ...' if len(changed) > 4 else ''}: start a new --out with these settings instead")
+
+
 def _failed_start(run_dir: Path) -> bool:
     """A run folder that holds nothing a run leaves after its first epoch (at most config.yaml and an empty
     checkpoints/): a start that failed, which the corrected command may reuse."""
@@ -264,6 +301,7 @@ def _train(cfg: dict, *, resume: bool, on_epoch: Callable[[dict], None] | None,
     if resume:
         if not (ckpt / "last.keras").is_file():
             raise TrainError(f"{run_dir}: nothing to resume (no checkpoints/last.keras)")
+        _check_resume_settings(cfg, run_dir / "config.yaml")
     elif run_dir.exists() and not _failed_start(run_dir):
         raise TrainError(f"{run_dir}: run folder exists and is not empty; use --resume or another --out")
     task = cfg["task"]

@@ -177,6 +177,14 @@ def test_resume_continues_from_last_checkpoint(small_cache, tmp_path):
     result = train(cfg, resume=True)
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))]
     assert epochs == [1, 2, 3] and result.epochs_run == 3
+    # a resume that changes what the checkpoint was trained with is refused, and the run's record stays as it was
+    saved = (out / "config.yaml").read_text()
+    from neuralscan_cli.training.loop import TrainError
+
+    for change in ({"train.learning_rate": 0.5}, {"model.name": "attention_cnn"}, {"train.optimizer": "sgd"}):
+        with pytest.raises(TrainError, match="--resume continues the run as it was set up"):
+            train(_cfg(small_cache, out, **{"train.epochs": 4, **change}), resume=True)
+    assert (out / "config.yaml").read_text() == saved
 
 
 def test_same_seed_same_first_epoch(small_cache, tmp_path):
