@@ -125,6 +125,21 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("train.mask_weight is for classifiers (a segmenter's loss is all mask already)")
     if not float(t["learning_rate"]) > 0:
         raise ConfigError("train.learning_rate must be > 0")
+    for key in ("max_steps_per_epoch", "patience", "freeze_epochs", "warmup_epochs"):
+        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 0:
+            raise ConfigError(f"train.{key} must be a whole number >= 0, got {t[key]!r}")
+    if not 0 <= float(t["label_smoothing"]) < 1:
+        raise ConfigError(f"train.label_smoothing must be from 0 to below 1, got {t['label_smoothing']!r}")
+    for key in ("intra_op_threads", "inter_op_threads"):
+        v = cfg["runtime"][key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"runtime.{key} must be a whole number >= 0 (0 = all cores), got {v!r}")
+    if cfg["data"]["train_split"] == cfg["data"]["val_split"]:
+        raise ConfigError(f"data.train_split and data.val_split are both '{cfg['data']['train_split']}'; "
+                          "validation must be on other images")
+    if not isinstance(cfg["model"].get("options") or {}, dict):
+        raise ConfigError(f"model.options must be a mapping such as {{dropout: 0.3}}, got "
+                          f"{cfg['model']['options']!r}")
     if cfg["model"]["name"] == "ensemble":
         raise ConfigError("an ensemble is not trained but built from trained classifiers: neuralscan ensemble RUN "
                           "RUN... --out DIR")

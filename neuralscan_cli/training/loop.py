@@ -226,8 +226,8 @@ def _build_model(cfg: dict, num_classes: int):
         if "weights" in valid:
             opts["weights"] = cfg["model"].get("weights", "none")
         return create_model(name, **opts)
-    except ValueError as exc:
-        raise TrainError(str(exc)) from None
+    except (ValueError, TypeError) as exc:  # e.g. model.options.width=abc: a user's value, said in one line
+        raise TrainError(f"model {name} with options {cfg['model'].get('options') or {}}: {exc}") from None
 
 
 # what a resumed run may change: how long it runs and how the machine runs it; anything else (model, data,
