@@ -338,7 +338,7 @@ def test_mask_weight_trains_a_mask_head_and_ships_the_plain_classifier(small_cac
     # the checkpoint keeps the head, so a resume continues the same two-output training
     train(_cfg(small_cache, out, **{"train.epochs": 5, "train.mask_weight": 1.0, **NO_AUGMENT}), resume=True)
     assert [int(r["epoch"]) for r in csv.DictReader(open(out / "history.csv"))] == [1, 2, 3, 4, 5]
-    with pytest.raises(TrainError, match="mask head"):
+    with pytest.raises(TrainError, match="mask_weight 1.0 -> 0.0"):  # refused before the checkpoint is read
         train(_cfg(small_cache, out, **{"train.epochs": 6, **NO_AUGMENT}), resume=True)
     with pytest.raises(ConfigError, match="mask_weight"):
         _cfg(small_cache, out, **{"train.mask_weight": -1})
