@@ -77,7 +77,15 @@ def test_config_overrides_and_validation(tmp_path):
                               ("runtime.itex=perhaps", "runtime.itex must be true or false"),
                               ("train.learning_rate=fast", "train.learning_rate must be a number"),
                               ("model.init_from=runs/x", "model.init_from is for segmenters"),
-                              ("model.name=ensemble", "neuralscan ensemble RUN RUN")):
+                              ("model.name=ensemble", "neuralscan ensemble RUN RUN"),
+                              # accepted before, then TensorFlow crashed (negative threads), steps ran backwards,
+                              # or the advice misled ("a group lies in both train and val; rebuild the cache")
+                              ("runtime.intra_op_threads=-1", "intra_op_threads must be a whole number >= 0"),
+                              ("train.max_steps_per_epoch=-2", "max_steps_per_epoch must be"),
+                              ("train.label_smoothing=5", "label_smoothing must be from 0"),
+                              ("train.patience=-1", "patience must be"),
+                              ("data.val_split=train", "both 'train'"),
+                              ("model.options=[1, 2]", "model.options must be a mapping")):
         with pytest.raises(ConfigError, match=message):
             load_config(CONFIGS / "classifier.yaml", [override, "data.cache=x"])
     # YAML 1.1 reads 1e-4 as a string; it is still the number the user meant
@@ -512,16 +520,3 @@ def test_input_size_follows_the_cache_unless_given(small_cache, tmp_path):
     r = runner.invoke(app, ["train", "--cache", str(odd), "--out", str(tmp_path / "o2"), "--model", "small_cnn"])
     assert r.exit_code == 2 and "multiple of 32" in r.output and not isinstance(r.exception, Exception)
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "o2").exists()
-
-
-def test_values_out_of_range_are_config_errors():
-    """Each was accepted and then crashed TensorFlow (negative threads), ran backwards (negative steps), or
-    misled (validating on the training split, "a group lies in both train and val; rebuild the cache")."""
-    for override, message in (("runtime.intra_op_threads=-1", "intra_op_threads must be a whole number >= 0"),
-                              ("train.max_steps_per_epoch=-2", "max_steps_per_epoch must be"),
-                              ("train.label_smoothing=5", "label_smoothing must be from 0"),
-                              ("train.patience=-1", "patience must be"),
-                              ("data.val_split=train", "both 'train'"),
-                              ("model.options=[1, 2]", "model.options must be a mapping")):
-        with pytest.raises(ConfigError, match=message):
-            load_config(CONFIGS / "classifier.yaml", [override, "data.cache=x"])
