@@ -63,6 +63,8 @@ def _item_key(item: SourceItem, cfg: dict, axis: int, middle: int | None) -> str
     parts += [json.dumps(cfg, sort_keys=True), str(axis), str(middle)]
     if str(item.path).lower().endswith((".nii", ".nii.gz")):
         parts.append("slice numbers as stored")  # older caches hold canonical ones: such rows are redone
+    if item.mask_path is not None:
+        parts.append("mask per slice")  # older caches gave every slice the mask's first slice: redone
     # surrogateescape: a file name that is not UTF-8 still gets a key (reading it then fails, as one bad file)
     return hashlib.blake2b("|".join(parts).encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
@@ -186,8 +188,11 @@ def _check_replacing(out: Path, sources, config: PreprocessConfig, axis: int, mi
         changed.append("other slicing (--axis/--middle)")
     old_split = info.get("split") or {}
     if split is not None and old_split:
+        def same(k, a, b):  # fold lists name a set: 3,4 is 4,3
+            return sorted(map(str, a)) == sorted(map(str, b)) if k.endswith("_folds") else a == b
+
         changed += [f"{k} {old_split.get(k)} -> {v}" for k, v in split.to_dict().items()
-                    if k in old_split and old_split[k] != v]
+                    if k in old_split and not same(k, old_split[k], v)]
     if classes and info.get("classes") and list(classes) != list(info["classes"]):
         changed.append(f"classes {','.join(info['classes'])} -> {','.join(classes)}")
     if info.get("duplicates") and (info["duplicates"].get("flips") or "") != DEDUP_FLIPS:

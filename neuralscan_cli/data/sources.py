@@ -87,8 +87,8 @@ def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:
         group_keys.append([f"{c}={row[c]}" for c in GROUP_COLUMNS if row.get(c)])
     # rows that share a value in ANY group column are one group: a patient column and a duplicate-set column
     # together must not let a patient's near-duplicate sets fall into different splits
-    for item, group in zip(items, _joined_groups(group_keys)):
-        item.group = f"{name}:{group}" if group is not None else None
+    for item, group in zip(items, _joined_groups(group_keys)):  # keyed by the manifest's own path: unique
+        item.group = f"{csv_path}:{group}" if group is not None else None
     return items, problems
 
 

@@ -214,13 +214,16 @@ def _training_data(bundle: ModelBundle, on_warning=None) -> tuple[Path | None, s
         from ..inference.runners import preprocessing_differences
 
         try:
-            diffs = preprocessing_differences(DatasetCache.open(path).preprocessing, bundle.preprocessing)
+            opened = DatasetCache.open(path)
+            diffs = preprocessing_differences(opened.preprocessing, bundle.preprocessing)
+            if data.get("split_counts") and opened.info.get("split_counts") != data["split_counts"]:
+                diffs.append("split otherwise (its validation split may hold training images)")
         except Exception:  # noqa: BLE001 -- an unreadable cache is as good as none
             diffs = ["unreadable"]
-        if diffs:  # rebuilt since: its images are not the ones the model saw
+        if diffs:  # rebuilt since: its images or splits are not the ones the model was trained with
             if on_warning:
-                on_warning(f"the training cache {path} recorded in model.json was rebuilt with other settings "
-                           f"({'; '.join(diffs)}); it is not used")
+                on_warning(f"the training cache {path} recorded in model.json has changed since ({'; '.join(diffs)});"
+                           f" it is not used")
             path = None
     return path, data.get("train_split") or "train", data.get("val_split") or "val"
 
@@ -443,7 +446,7 @@ def export_bundle(src_spec: str | Path, out_dir: str | Path, *, int8: bool = Fal
         else:
             recorded = ((bundle.meta.get("training") or {}).get("data") or {}).get("cache")
             where = ("model.json records no training cache" if not recorded else
-                     f"its training cache {recorded} was rebuilt with other settings" if _is_cache(recorded) else
+                     f"its training cache {recorded} has changed since" if _is_cache(recorded) else
                      f"its training cache {recorded} is not on this machine")
             raise NeuralScanError(f"INT8 needs calibration images and {where}; give --calibration DATA "
                                   f"(a preprocess cache or a folder of scans)")

@@ -142,10 +142,15 @@ def group_cv_splits(y: np.ndarray, groups: np.ndarray, folds: np.ndarray | None 
     else:
         from sklearn.model_selection import StratifiedGroupKFold
 
-        if (folds != "").any():
+        cache_groups = groups
+        if len(set(folds[folds != ""].tolist())) >= 2:
             # some items have a fold, some not (figshare beside Br35H): a fold is the patient boundary of its
-            # items (figshare's PNGs carry no patient ids), so each fold is one group here; the rest keep theirs
-            groups = np.where(folds != "", np.char.add("fold ", folds), np.char.add("group ", groups.astype(str)))
+            # items (figshare's PNGs carry no patient ids), so a fold's items are joined into one group, and so
+            # is anything the cache groups with them (a near-duplicate across datasets)
+            from ..data.dedup import merge_groups
+
+            fold_keys = [f"fold {f}" if f else None for f in folds.tolist()]
+            groups = merge_groups(n, np.zeros((0, 2), np.int64), [[str(g) for g in groups.tolist()], fold_keys])
             info["folds_as_groups"] = sorted(set(folds[folds != ""].tolist()))
         n_groups = len(np.unique(groups))
         min_class_groups = min(len(np.unique(groups[y == c])) for c in np.unique(y))
@@ -159,6 +164,8 @@ def group_cv_splits(y: np.ndarray, groups: np.ndarray, folds: np.ndarray | None 
     if len(splits) < 2:
         raise BaselineError("cross-validation needs at least two non-empty folds")
     check_group_disjoint(splits, groups)
+    if "folds_as_groups" in info:
+        check_group_disjoint(splits, cache_groups)  # the cache's own groups too (the joined ones contain them)
     info["n_splits"] = len(splits)
     info["test_sizes"] = [int(len(te)) for _, te in splits]
     return splits, info

@@ -139,8 +139,8 @@ def _json_default(o):
 class _Output:
     """The results file (CSV or JSON lines), resumable."""
 
-    def __init__(self, path: Path, fmt: str, cols: list[str], model_tag: str, legacy_ok: bool = False):
-        self.path, self.fmt, self.cols, self.model_tag, self.legacy_ok = path, fmt, cols, model_tag, legacy_ok
+    def __init__(self, path: Path, fmt: str, cols: list[str], model_tag: str, legacy_tag: str | None = None):
+        self.path, self.fmt, self.cols, self.model_tag, self.legacy_tag = path, fmt, cols, model_tag, legacy_tag
         self.done_path, self.errors_path = sidecar_paths(path)
         self.fh = self.done_fh = None
 
@@ -216,7 +216,7 @@ class _Output:
         in_file, unfinished = set(), False
         for row in self._read_rows():
             # rows written before the segmenter joined the tag (classifier only) resume as the same run
-            if row.get("model") not in (self.model_tag, self.model_tag.split("+")[0] if self.legacy_ok else None):
+            if row.get("model") not in (self.model_tag, self.legacy_tag):
                 raise NeuralScanError(f"{self.path}: holds results of model {row.get('model')}, not "
                                       f"{self.model_tag}; use the same model to resume, --overwrite or another --out")
             in_file.add(row["path"])
@@ -456,7 +456,8 @@ def classify_paths(paths: Sequence[str | Path], model: str | Path | ModelBundle 
 
     # with segmentation columns, a row tagged with the classifier alone comes from before the segmenter joined
     # the tag (2026-11-28): the same run, not another model's
-    output = _Output(out, fmt, cols, tag, legacy_ok=seg_runner is not None)
+    output = _Output(out, fmt, cols, tag,
+                     legacy_tag=f"{bundle.name}:{runner.engine}" if seg_runner is not None else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = output.prepare(overwrite)
     earlier = earlier_failures(output.errors_path)

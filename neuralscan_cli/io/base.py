@@ -129,7 +129,7 @@ def is_scan_file(path: str | Path) -> bool:
             return False
         head = _read_head(path)
     except PermissionError:  # with no extension maybe a scan (DICOM from a PACS): tried, and reported
-        return "." not in name
+        return "." not in name or Path(name).suffix[1:].isdigit()  # no extension, or a UID's last number
     except OSError:
         return False
     return any(r.sniff(head) for r in _READERS)

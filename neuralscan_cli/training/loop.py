@@ -256,8 +256,11 @@ def _check_resume_settings(cfg: dict, saved_path: Path) -> None:
     saved = _flat(load_config(saved_path))
     now = _flat(cfg)
     if now.get("data.cache") and saved.get("data.cache"):  # the same cache named by another path is the same
-        now["data.cache"] = str(Path(now["data.cache"]).resolve())
-        saved["data.cache"] = str(Path(saved["data.cache"]).resolve())
+        if Path(saved["data.cache"]).is_dir():
+            now["data.cache"] = str(Path(now["data.cache"]).resolve())
+            saved["data.cache"] = str(Path(saved["data.cache"]).resolve())
+        else:  # a relative path saved from another folder cannot be compared from here
+            saved["data.cache"] = now["data.cache"]
     if saved.get("model.input_size") is not None and now.get("model.input_size") is None:
         now["model.input_size"] = saved["model.input_size"]  # resolved from the cache when the run began
     changed = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now))

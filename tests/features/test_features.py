@@ -133,10 +133,16 @@ def test_a_fold_missing_on_some_items_still_keeps_each_fold_on_one_side():
     groups = np.arange(n)  # near-duplicate groups of one image each, as figshare's PNGs mostly give
     y = rng.integers(0, 3, n)
     folds = np.array([str(1 + k % 4) if k < 300 else "" for k in range(n)])
+    groups[350] = groups[0]  # a near-duplicate across datasets: a fold-1 image and an unfolded one
+    groups[1] = groups[2]  # a cache group spanning folds 2 and 3
     splits, info = group_cv_splits(y, groups, folds, n_splits=5)
     assert info["kind"] == "StratifiedGroupKFold" and info["folds_as_groups"] == ["1", "2", "3", "4"]
     for tr, te in splits:
         assert not set(folds[tr][folds[tr] != ""]) & set(folds[te][folds[te] != ""])
+        assert not set(groups[tr]) & set(groups[te])  # the cache's own groups stay whole as well
+    # one fold only: nothing to keep apart, an ordinary group CV (not one giant group)
+    one = np.where(folds != "", "1", "")
+    assert group_cv_splits(y, groups, one, n_splits=5)[1]["kind"] == "StratifiedGroupKFold"
 
 
 def test_leak_is_caught():
