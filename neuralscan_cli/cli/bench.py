@@ -62,6 +62,12 @@ def bench(
 
     with friendly_errors():
         _check_models(model, segmenter)
+        if arch is not None:  # a typo would run the whole bench and fill the table with "unknown model"
+            from ..models import list_models, model_task
+
+            if arch not in list_models() or model_task(arch) != "classify" or arch == "ensemble":
+                raise fail(f"--arch {arch}: not a classifier the training suite can build (choose from "
+                           f"{', '.join(m for m in list_models('classify') if m != 'ensemble')})")
         with err_console.status("bench") as status:
             results = run_bench(out, quick=quick, suites=chosen, cache=cache, classifier=model, segmenter=segmenter,
                                 images=images, repeats=repeats, steps=steps, clock_ghz=clock_ghz, arch=arch,

@@ -193,7 +193,9 @@ def test_bench_quick_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [(["--model", "no-such-model"], "no such model"),
                                             (["--model", "bundled-segmenter"], "needs a classification model"),
-                                            (["--segmenter", "bundled"], "needs a segmentation model")])
+                                            (["--segmenter", "bundled"], "needs a segmentation model"),
+                                            (["--arch", "nosuch"], "--arch nosuch: not a classifier"),
+                                            (["--arch", "unet"], "--arch unet: not a classifier")])
 def test_a_named_model_that_is_missing_or_of_the_wrong_task_stops_the_bench(tmp_path, args, fragment):
     from typer.testing import CliRunner
 
