@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from ..io import is_scan_file
 
 PATIENT_COLUMNS = ("patient", "patient_id", "subject", "subject_id")
@@ -84,30 +86,16 @@ def _read_csv_manifest(csv_path: Path) -> tuple[list[SourceItem], list[str]]:
                 mask = None
         items.append(SourceItem(img, row.get("label") or None, mask, row.get("fold") or None, None, name,
                                 patient_given=any(row.get(c) for c in patient_cols or [])))
-        group_keys.append([f"{c}={row[c]}" for c in GROUP_COLUMNS if row.get(c)])
+        group_keys.append([row.get(c) or None for c in GROUP_COLUMNS])
     # rows that share a value in ANY group column are one group: a patient column and a duplicate-set column
     # together must not let a patient's near-duplicate sets fall into different splits
-    for item, group in zip(items, _joined_groups(group_keys)):  # keyed by the manifest's own path: unique
-        item.group = f"{csv_path}:{group}" if group is not None else None
+    from .dedup import merge_groups
+
+    columns = [list(col) for col in zip(*group_keys)] if group_keys else []
+    joined = merge_groups(len(items), np.zeros((0, 2), np.int64), columns)
+    for item, keys, group in zip(items, group_keys, joined):  # keyed by the manifest's own path: unique
+        item.group = f"{csv_path}:{group}" if any(keys) else None
     return items, problems
-
-
-def _joined_groups(keys: list[list[str]]) -> list[int | None]:
-    """Per row, the number of its connected component when rows sharing any key are joined (None: no key)."""
-    parent = list(range(len(keys)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, row_keys in enumerate(keys):
-        for k in row_keys:
-            j = first.setdefault(k, i)
-            parent[find(i)] = find(j)
-    return [find(i) if row_keys else None for i, row_keys in enumerate(keys)]
 
 
 def _scan_files(folder: Path) -> list[Path]:
